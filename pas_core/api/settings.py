@@ -1,0 +1,41 @@
+"""Live HHMRS settings (contract: keys, defaults, ranges of DESIGN section 6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Router, Schema
+from pydantic import ConfigDict
+
+from ..config import SettingsError, hhmrs_get, hhmrs_update
+
+router = Router(tags=["settings"])
+
+
+class HhmrsIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    heartbeat_interval_s: float | None = None
+    timeout_threshold_s: float | None = None
+    missed_heartbeat_threshold: int | None = None
+    max_restarts: int | None = None
+    max_llm_retries: int | None = None
+    enable_auto_restart: bool | None = None
+    enable_llm_switching: bool | None = None
+    sweep_interval_s: float | None = None
+
+
+@router.get("/hhmrs", summary="Current HHMRS settings")
+def hhmrs_read(request: HttpRequest) -> dict[str, Any]:
+    return hhmrs_get().as_dict()
+
+
+@router.post("/hhmrs", summary="Change HHMRS settings (any subset); takes effect at once")
+def hhmrs_write(request: HttpRequest, payload: HhmrsIn) -> Any:
+    values = {k: v for k, v in payload.dict(exclude_unset=True).items() if v is not None}
+    try:
+        return hhmrs_update(values).as_dict()
+    except SettingsError as exc:
+        detail = "; ".join(f"{k}: {v}" for k, v in exc.errors.items())
+        return 400, {"detail": detail, "errors": exc.errors}

@@ -1,0 +1,25 @@
+"""One Redis client per process (redis-py's pool re-creates itself after a fork)."""
+
+from __future__ import annotations
+
+import functools
+
+import redis
+from django.conf import settings
+
+
+@functools.cache
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
+    )
+
+
+def redis_client() -> redis.Redis:
+    """Return the shared client for ``REDIS_URL`` (read at call time)."""
+    return _client(settings.REDIS_URL)
+
+
+def rkey(*parts: object) -> str:
+    """Return a key under the installation's prefix: ``rkey("hb", "running")``."""
+    return ":".join([settings.PAS_REDIS_PREFIX, *map(str, parts)])
