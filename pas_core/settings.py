@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -95,10 +96,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # Test workers run in other processes: the test database must be a file.
-    DATABASES["default"]["TEST"] = {"NAME": _sqlite_name.replace(".sqlite3", "") + "-test.sqlite3"}
+    # Test workers run in other processes: the test database must be a file, one per
+    # test session so that two sessions never share it.
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(BASE_DIR / ".run" / f"test-db-{os.getpid()}.sqlite3")
+    }
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", 0)
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

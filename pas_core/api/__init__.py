@@ -62,10 +62,11 @@ def auth_error(request: HttpRequest, exc: AuthenticationError):  # type: ignore[
 
 
 def _mount() -> None:
-    from . import agents, events, hhmrs, runs, settings
+    from . import agents, events, faults, hhmrs, runs, settings
 
     api.add_router("/agents", agents.router)
     api.add_router("/agents", hhmrs.router)
+    api.add_router("/agents", faults.router)
     api.add_router("/runs", runs.router)
     api.add_router("/events", events.router)
     api.add_router("/settings", settings.router)
