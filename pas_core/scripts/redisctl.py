@@ -104,13 +104,13 @@ def start_private(project_dir: Path, server: str) -> tuple[str, subprocess.Popen
     working files and log in `.run/redis`. A port can be taken between our probe and
     Redis binding it, so a server that exits at once is retried on another port.
     """
-    run_dir = project_dir / ".run" / "redis"
+    run_dir = (project_dir / ".run" / "redis").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     problem = ""
     for _ in range(3):
         port = free_port()
         url = f"redis://127.0.0.1:{port}/0"
-        log = run_dir / f"redis-{port}.log"
+        log = run_dir / "redis.log"  # Shared by concurrent runs; lines carry the pid.
         cmd = [server, "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no"]
         cmd += ["--dir", str(run_dir), "--logfile", str(log), "--save", "", "--appendonly", "no"]
         proc = subprocess.Popen(
