@@ -22,6 +22,7 @@ def event_emit(
     agent_id: str = "",
     run_id: str = "",
     job_id: str = "",
+    publish: bool = True,
 ) -> Event:
     """Store an event and publish it to every open stream once the transaction commits.
 
@@ -37,7 +38,8 @@ def event_emit(
         job_id=job_id or str(payload.get("job_id") or ""),
         data=payload,
     )
-    transaction.on_commit(lambda: event_publish(event))
+    if publish:
+        transaction.on_commit(lambda: event_publish(event))
     return event
 
 

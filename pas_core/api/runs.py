@@ -1,5 +1,168 @@
+"""Runs: submit a Prime Directive, follow it, retry what failed."""
+
 from __future__ import annotations
 
-from ninja import Router
+import uuid
+from typing import Any
 
-router = Router(tags=["TODO"])
+from django.http import HttpRequest
+from ninja import Field, Router, Schema
+from pydantic import ConfigDict
+
+from ..models import Job, Run
+from ..runtime.service import SubmitError, run_submit
+from .errors import refusal
+
+router = Router(tags=["runs"])
+
+
+class DirectiveIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(..., min_length=1, max_length=200)
+    goal: str = Field(..., min_length=1, max_length=20000)
+    description: str = Field("", max_length=20000)
+    repo_root: str = Field("", max_length=500)
+    entry_files: list[str] = Field(default_factory=list, max_length=200)
+    budget_tokens_max: int = Field(25000, ge=1, le=10_000_000)
+    budget_cost_usd_max: float = Field(2.0, ge=0, le=10_000)
+
+
+class RetryIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, max_length=128)
+
+
+def _who(request: HttpRequest) -> str:
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return user.get_username()
+    token = getattr(request, "pas_token_id", None)
+    return f"token:{token}" if token else "api"
+
+
+def lane_states(run: Run) -> dict[str, str]:
+    """Return each lane's state, from its Director job."""
+    lanes: dict[str, str] = {}
+    for job in run.jobs.filter(agent__role="director").only("lane", "status", "result"):
+        if job.status == Job.Status.SUCCEEDED:
+            state = (job.result or {}).get("state", "completed")
+        elif job.status in (Job.Status.FAILED, Job.Status.CANCELLED):
+            state = "failed"
+        else:
+            state = "running"
+        lanes[job.lane] = state
+    return lanes
+
+
+def run_as_dict(run: Run, *, detail: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "run_id": str(run.run_id),
+        "title": run.title,
+        "status": run.status,
+        "message": run.message,
+        "lanes": lane_states(run),
+        "created_at": run.created_at.isoformat(),
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "completed_at": run.finished_at.isoformat() if run.finished_at else None,
+        "duration_s": run.duration_s,
+    }
+    if detail:
+        out.update(
+            goal=run.goal,
+            description=run.description,
+            repo_root=run.repo_root,
+            entry_files=run.entry_files,
+            budget={"tokens_max": run.budget_tokens_max, "cost_usd_max": run.budget_cost_usd_max},
+            summary=run.summary,
+            jobs=[
+                {
+                    "job_id": j.job_id,
+                    "agent_id": j.agent_id,
+                    "parent_id": j.parent_id,
+                    "lane": j.lane,
+                    "status": j.status,
+                    "restart_count": j.restart_count,
+                    "llm_failure_count": j.llm_failure_count,
+                    "retryable": j.retryable,
+                    "error": j.error,
+                }
+                for j in run.jobs.all()
+            ],
+            lane_reports={
+                j.lane: j.result
+                for j in run.jobs.filter(agent__role="director", status=Job.Status.SUCCEEDED)
+            },
+        )
+    return out
+
+
+@router.post("", response={202: dict, 422: dict, 503: dict}, summary="Submit a Prime Directive")
+def runs_create(request: HttpRequest, payload: DirectiveIn) -> Any:
+    try:
+        run = run_submit(**payload.dict(), submitted_by=_who(request))
+    except SubmitError as exc:
+        return exc.status, refusal(exc)
+    return 202, {"run_id": str(run.run_id), "status": "queued"}
+
+
+@router.get("", summary="List runs, newest first")
+def runs_list(request: HttpRequest, limit: int = 50, status: str | None = None) -> dict[str, Any]:
+    qs = Run.objects.all()
+    if status:
+        qs = qs.filter(status=status)
+    limit = max(1, min(limit, 500))
+    return {"runs": [run_as_dict(r) for r in qs[:limit]], "total": qs.count()}
+
+
+def _run_or_none(run_id: str) -> Run | None:
+    try:
+        uuid.UUID(run_id)
+    except ValueError:
+        return None
+    return Run.objects.filter(pk=run_id).first()
+
+
+@router.get("/{run_id}", response={200: dict, 404: dict}, summary="One run with its lanes")
+def runs_detail(request: HttpRequest, run_id: str) -> Any:
+    run = _run_or_none(run_id)
+    if run is None:
+        return 404, {"detail": f"run_id: no run {run_id}"}
+    return 200, run_as_dict(run, detail=True)
+
+
+@router.post(
+    "/{run_id}/retry",
+    response={202: dict, 404: dict, 409: dict},
+    summary="Retry every job of the run that waits in the retry queue",
+)
+def runs_retry(request: HttpRequest, run_id: str) -> Any:
+    from ..hhmrs.services import run_retry
+
+    if _run_or_none(run_id) is None:
+        return 404, {"detail": f"run_id: no run {run_id}"}
+    try:
+        jobs = run_retry(run_id, by=_who(request))
+    except ValueError as exc:
+        return 409, refusal(exc)
+    return 202, {"status": "retrying", "run_id": run_id, "jobs": [j.job_id for j in jobs]}
+
+
+@router.post(
+    "/{run_id}/jobs/{job_id}/retry",
+    response={202: dict, 404: dict, 409: dict},
+    summary="Retry one job from the retry queue, optionally on a chosen model",
+)
+def job_retry(
+    request: HttpRequest, run_id: str, job_id: str, payload: RetryIn | None = None
+) -> Any:
+    from ..hhmrs.services import job_retry as retry
+
+    if not Job.objects.filter(pk=job_id, run_id=_run_or_none(run_id)).exists():
+        return 404, {"detail": f"job_id: no job {job_id} in run {run_id}"}
+    try:
+        job = retry(job_id, model=payload.model if payload else None, by=_who(request))
+    except ValueError as exc:
+        return 409, refusal(exc)
+    return 202, {"status": "retrying", "job_id": job.job_id, "llm_model": job.agent.current_model}

@@ -1,0 +1,237 @@
+"""The heartbeat store, in Redis: what TRON sweeps.
+
+Keys (under ``PAS_REDIS_PREFIX``):
+
+- ``hb:running``   sorted set: attempt id -> epoch of its last beat (``started_at`` until
+                   the first one). TRON asks it for members older than the threshold, so
+                   a sweep costs O(log n + overdue), not O(supervised).
+- ``hb:a:<id>``    hash: agent, job, progress, message, state, ts of the last beat.
+- ``hb:job:<job>`` the job's running attempt id, for beats sent over HTTP by job id.
+- ``hb:agents``    hash: agent id -> epoch of its last beat (any job, or none).
+
+Every write is one pipeline (one round trip).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.utils import timezone
+
+from ..redis import redis_client, rkey
+
+# A details hash outlives its attempt only briefly: long enough for the HMI to show it.
+DETAILS_TTL_S = 3600
+
+
+def _running() -> str:
+    return rkey("hb", "running")
+
+
+def hb_register(attempt_id: int, *, agent_id: str, job_id: str, now: float | None = None) -> None:
+    """Start supervising a running attempt (its first beat is its start)."""
+    now = time.time() if now is None else now
+    details = rkey("hb", "a", attempt_id)
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.zadd(_running(), {str(attempt_id): now})
+    pipe.hset(
+        details,
+        mapping={"agent": agent_id, "job": job_id, "ts": now, "progress": 0, "state": "running"},
+    )
+    pipe.expire(details, DETAILS_TTL_S)
+    pipe.set(rkey("hb", "job", job_id), attempt_id, ex=DETAILS_TTL_S * 24)
+    pipe.hset(rkey("hb", "agents"), agent_id, now)
+    pipe.execute()
+
+
+def hb_beat(
+    attempt_id: int | str,
+    *,
+    agent_id: str,
+    progress: float | None = None,
+    message: str = "",
+    state: str = "",
+    now: float | None = None,
+) -> bool:
+    """Record a beat; return False when the attempt is no longer supervised.
+
+    ``ZADD XX`` only updates a member that exists: a late beat from an attempt TRON
+    already timed out can never bring it back.
+    """
+    now = time.time() if now is None else now
+    details = rkey("hb", "a", attempt_id)
+    mapping: dict[str, Any] = {"ts": now}
+    if progress is not None:
+        mapping["progress"] = progress
+    if message:
+        mapping["message"] = message[:500]
+    if state:
+        mapping["state"] = state[:32]
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.zadd(_running(), {str(attempt_id): now}, xx=True, ch=True)
+    pipe.hset(details, mapping=mapping)
+    pipe.hset(rkey("hb", "agents"), agent_id, now)
+    updated = pipe.execute()[0]
+    return bool(updated)
+
+
+def hb_agent_beat(agent_id: str, *, now: float | None = None) -> None:
+    """Record that an agent is alive without a job (display only)."""
+    redis_client().hset(rkey("hb", "agents"), agent_id, time.time() if now is None else now)
+
+
+def hb_unregister(attempt_id: int, *, job_id: str | None = None) -> bool:
+    """Stop supervising an attempt; return whether it was still supervised."""
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.zrem(_running(), str(attempt_id))
+    if job_id:
+        # Only if the job still points at this attempt (a newer one may have started).
+        pipe.get(rkey("hb", "job", job_id))
+    removed, *rest = pipe.execute()
+    if job_id and rest and rest[0] is not None and int(rest[0]) == int(attempt_id):
+        redis_client().delete(rkey("hb", "job", job_id))
+    return bool(removed)
+
+
+def hb_overdue(cutoff: float, limit: int = 10_000) -> list[tuple[int, float]]:
+    """Return ``(attempt id, last beat)`` for attempts whose last beat is <= ``cutoff``."""
+    rows = redis_client().zrangebyscore(
+        _running(), "-inf", cutoff, start=0, num=limit, withscores=True
+    )
+    return [(int(member), float(score)) for member, score in rows]
+
+
+def hb_last(attempt_id: int) -> float | None:
+    score = redis_client().zscore(_running(), str(attempt_id))
+    return None if score is None else float(score)
+
+
+def hb_job_attempt(job_id: str) -> int | None:
+    value = redis_client().get(rkey("hb", "job", job_id))
+    return None if value is None else int(value)
+
+
+def hb_details(attempt_id: int) -> dict[str, str]:
+    raw = redis_client().hgetall(rkey("hb", "a", attempt_id))
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def hb_agents() -> dict[str, float]:
+    """Return every agent's last beat epoch."""
+    raw = redis_client().hgetall(rkey("hb", "agents"))
+    return {k.decode(): float(v) for k, v in raw.items()}
+
+
+def hb_supervised_count() -> int:
+    return int(redis_client().zcard(_running()))
+
+
+class Beater:
+    """The ``beat(progress, message)`` a step calls: throttled, Redis first, DB rarely.
+
+    Writes to Redis at most once per ``interval_s``; refreshes the attempt's database
+    row (for display) at most once per ``db_every_s``.
+    """
+
+    def __init__(
+        self, attempt_id: int, *, agent_id: str, interval_s: float, db_every_s: float = 15.0
+    ):
+        self.attempt_id = attempt_id
+        self.agent_id = agent_id
+        self.interval_s = interval_s
+        self.db_every_s = max(db_every_s, interval_s)
+        self.last_sent = time.monotonic()  # hb_register counted as the first beat
+        self.last_db = self.last_sent
+        self.beats_sent = 0
+
+    def __call__(self, progress: float = 0.0, message: str = "") -> None:
+        now = time.monotonic()
+        if now - self.last_sent < self.interval_s:
+            return
+        self.last_sent = now
+        hb_beat(self.attempt_id, agent_id=self.agent_id, progress=progress, message=message)
+        self.beats_sent += 1
+        if now - self.last_db >= self.db_every_s:
+            self.last_db = now
+            from ..models import Attempt
+
+            Attempt.objects.filter(pk=self.attempt_id, status=Attempt.Status.RUNNING).update(
+                last_heartbeat_at=timezone.now(), progress=progress, message=message[:500]
+            )
+
+
+# One round trip for a beat sent over HTTP by job id: find the job's running attempt,
+# check it belongs to the agent, refresh its score and details. Returns 1 (recorded),
+# 0 (the attempt is no longer supervised), -1 (no running attempt for that job),
+# -2 (the job's attempt belongs to another agent), 2 (agent-only beat).
+HTTP_BEAT_LUA = """
+local prefix, agent, now = ARGV[1], ARGV[2], ARGV[3]
+redis.call('HSET', prefix .. ':hb:agents', agent, now)
+if ARGV[4] == '' then return 2 end
+local aid = redis.call('GET', prefix .. ':hb:job:' .. ARGV[4])
+if not aid then return -1 end
+local details = prefix .. ':hb:a:' .. aid
+local owner = redis.call('HGET', details, 'agent')
+if owner ~= agent then return -2 end
+if not redis.call('ZSCORE', prefix .. ':hb:running', aid) then return 0 end
+redis.call('ZADD', prefix .. ':hb:running', now, aid)
+redis.call('HSET', details, 'ts', now)
+if ARGV[5] ~= '' then redis.call('HSET', details, 'progress', ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('HSET', details, 'message', ARGV[6]) end
+if ARGV[7] ~= '' then redis.call('HSET', details, 'state', ARGV[7]) end
+return 1
+"""
+
+HTTP_BEAT_ANSWERS = {
+    1: (202, {"status": "accepted"}),
+    2: (202, {"status": "accepted"}),
+    0: (409, {"detail": "job_id: its attempt is no longer running (timed out or ended)"}),
+    -1: (404, {"detail": "job_id: no running attempt for that job"}),
+    -2: (403, {"detail": "job_id: the job belongs to another agent"}),
+}
+
+
+def http_beat_args(
+    agent_id: str, body: dict[str, Any], *, prefix: str, now: float | None = None
+) -> list[Any]:
+    """Validate a heartbeat body; return the script's ARGV or raise ValueError(field: why)."""
+    if not isinstance(body, dict):
+        raise ValueError("body: must be a JSON object")
+    unknown = set(body) - {"job_id", "state", "message", "progress"}
+    if unknown:
+        raise ValueError(f"{sorted(unknown)[0]}: unknown field")
+    job_id = body.get("job_id") or ""
+    if not isinstance(job_id, str) or len(job_id) > 120:
+        raise ValueError("job_id: must be a string of at most 120 characters")
+    progress = body.get("progress")
+    if progress is not None and (
+        isinstance(progress, bool)
+        or not isinstance(progress, int | float)
+        or not 0 <= progress <= 1
+    ):
+        raise ValueError("progress: must be a number from 0 to 1")
+    message = body.get("message") or ""
+    state = body.get("state") or ""
+    if not isinstance(message, str) or len(message) > 500:
+        raise ValueError("message: must be a string of at most 500 characters")
+    if not isinstance(state, str) or len(state) > 32:
+        raise ValueError("state: must be a string of at most 32 characters")
+    return [
+        prefix,
+        agent_id,
+        time.time() if now is None else now,
+        job_id,
+        "" if progress is None else progress,
+        message,
+        state,
+    ]
+
+
+def hb_http_beat(agent_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Record a beat sent over HTTP (the Django fallback of the lean ASGI route)."""
+    from django.conf import settings
+
+    args = http_beat_args(agent_id, body, prefix=settings.PAS_REDIS_PREFIX)
+    code = int(redis_client().eval(HTTP_BEAT_LUA, 0, *args))
+    return HTTP_BEAT_ANSWERS[code]
