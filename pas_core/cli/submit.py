@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ..models import Job, Run
+from ..runtime.service import SubmitError, run_submit
+
+help = "Submit a Prime Directive; with --wait, show progress until the run ends"
+
+
+def add_arguments(parser: CommandParser) -> None:
+    parser.add_argument("title")
+    parser.add_argument("--goal", required=True)
+    parser.add_argument("--description", default="")
+    parser.add_argument("--repo-root", default="")
+    parser.add_argument("--entry-file", action="append", default=[], dest="entry_files")
+    parser.add_argument("--wait", action="store_true", help="show progress until the run ends")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait (600)")
+
+
+def workers_answering(timeout: float = 1.0) -> list[str]:
+    from ..celery import app
+
+    try:
+        return sorted(n for reply in app.control.ping(timeout=timeout) or [] for n in reply)
+    except Exception:  # noqa: BLE001 - reported by the caller
+        return []
+
+
+def bar(done: int, total: int, width: int = 30) -> str:
+    filled = int(width * done / total) if total else 0
+    return "[" + "#" * filled + "-" * (width - filled) + f"] {done}/{total} jobs"
+
+
+def wait_for(cmd: BaseCommand, run_id: Any, timeout: float) -> Run:
+    """Draw a progress bar of finished jobs until the run ends (or time runs out)."""
+    deadline = time.monotonic() + timeout
+    tty = sys.stdout.isatty()
+    last = ""
+    while True:
+        run = Run.objects.get(pk=run_id)
+        jobs = Job.objects.filter(run=run)
+        total = jobs.count()
+        done = jobs.filter(status__in=[s.value for s in Job.TERMINAL]).count()
+        line = f"{bar(done, total)}  {run.status}"
+        if line != last:
+            cmd.stdout.write(("\r" + line) if tty else line, ending="" if tty else "\n")
+            cmd.stdout.flush()
+            last = line
+        if run.status in (Run.Status.COMPLETED, Run.Status.FAILED):
+            if tty:
+                cmd.stdout.write("")
+            return run
+        if time.monotonic() > deadline:
+            if tty:
+                cmd.stdout.write("")
+            raise CommandError(f"run {run_id} still {run.status} after {timeout:.0f}s")
+        time.sleep(0.25)
+
+
+def summary(cmd: BaseCommand, run: Run) -> None:
+    from django.conf import settings
+
+    from ..api.runs import lane_states
+
+    cmd.stdout.write(f"run {run.run_id}: {run.status} in {run.duration_s or 0:.1f}s")
+    if run.message:
+        cmd.stdout.write(f"  {run.message}")
+    for lane, state in lane_states(run).items():
+        cmd.stdout.write(f"  lane {lane:<10} {state}")
+    cmd.stdout.write(f"  artifacts: {settings.PAS_ARTIFACTS_DIR}/runs/{run.run_id}/")
+
+
+def run(cmd: BaseCommand, options: dict[str, Any]) -> None:
+    if options["wait"] and not workers_answering():
+        raise CommandError("no Celery worker answers: start PAS with `make run` first")
+    try:
+        new = run_submit(
+            title=options["title"],
+            goal=options["goal"],
+            description=options["description"],
+            repo_root=options["repo_root"],
+            entry_files=options["entry_files"],
+            submitted_by="cli",
+        )
+    except SubmitError as exc:
+        raise CommandError(str(exc)) from None
+    cmd.stdout.write(f"run {new.run_id} submitted: {new.title}")
+    if not options["wait"]:
+        return
+    finished = wait_for(cmd, new.run_id, options["timeout"])
+    summary(cmd, finished)
+    if finished.status != Run.Status.COMPLETED:
+        raise CommandError(f"run {finished.run_id} failed: {finished.message}")
