@@ -5,19 +5,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from billiard.exceptions import WorkerLostError
 from celery import shared_task
-from celery.signals import task_failure
 
 log = logging.getLogger(__name__)
 
 
-@shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
-def attempt_execute(attempt_id: int) -> str:
+@shared_task(bind=True, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+def attempt_execute(self: Any, attempt_id: int) -> str:
     """Run one attempt of a job (agents queue)."""
     from .runtime.execute import attempt_execute as run
 
-    return run(attempt_id)
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    return run(attempt_id, redelivered=redelivered)
 
 
 @shared_task(ignore_result=True)
@@ -42,25 +41,3 @@ def notification_deliver(notification_id: int) -> dict[str, Any]:
     from .notify import notification_deliver as deliver
 
     return deliver(notification_id)
-
-
-@task_failure.connect
-def _worker_lost(
-    sender: Any = None, task_id: str = "", exception: Any = None, args: Any = None, **kw: Any
-) -> None:
-    """A worker child died mid-attempt (crash, OOM, SIGKILL): fail the attempt at once.
-
-    The attempt is fenced, so the message Celery re-delivers will not run it again;
-    TRON would catch it too, later, once its beats stop.
-    """
-    if (
-        not isinstance(exception, WorkerLostError)
-        or getattr(sender, "name", "") != attempt_execute.name
-    ):
-        return
-    from .models import Attempt
-    from .runtime.execute import attempt_fail
-
-    attempt = Attempt.objects.select_related("job").filter(celery_task_id=task_id).first()
-    if attempt is not None:
-        attempt_fail(attempt, kind="crash", message=f"worker process lost: {exception}")

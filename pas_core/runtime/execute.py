@@ -104,8 +104,13 @@ def attempt_send(attempt: Attempt) -> None:
 # -- running ----------------------------------------------------------------------
 
 
-def attempt_execute(attempt_id: int) -> str:
-    """Run one attempt (the body of the Celery task); return what happened."""
+def attempt_execute(attempt_id: int, *, redelivered: bool = False) -> str:
+    """Run one attempt (the body of the Celery task); return what happened.
+
+    ``redelivered``: Celery gave the message back because the worker process running
+    it died (``reject_on_worker_lost``). The attempt is then failed as a crash at once
+    instead of waiting for TRON to notice its beats stopped; it is never run again.
+    """
     attempt = (
         Attempt.objects.select_related("job", "job__run", "job__parent", "agent")
         .filter(pk=attempt_id)
@@ -121,6 +126,8 @@ def attempt_execute(attempt_id: int) -> str:
         status=Attempt.Status.RUNNING, started_at=now, last_heartbeat_at=now
     )
     if started != 1:
+        if redelivered and attempt_fail(attempt, kind="crash", message="worker process lost"):
+            return "worker-lost"
         return "not-queued"  # Delivered again, or killed before it ran: never re-run.
     heartbeats.hb_register(attempt.pk, agent_id=attempt.agent_id, job_id=job.pk)
     with transaction.atomic():
