@@ -1,5 +1,75 @@
+"""Faults: arm, list and clear injected faults on an agent (DESIGN section 7)."""
+
 from __future__ import annotations
 
-from ninja import Router
+from typing import Any, Literal
 
-router = Router(tags=["TODO"])
+from django.http import HttpRequest
+from ninja import Field, Router, Schema, Status
+from pydantic import ConfigDict
+
+from ..llm.faults import MAX_COUNT, fault_as_dict, fault_inject, faults_clear, faults_pending
+from ..models import Agent
+from .errors import refusal
+
+router = Router(tags=["faults"])
+
+
+class FaultIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["hang", "crash", "error", "slow", "bad_output"]
+    count: int = Field(1, ge=1, le=MAX_COUNT)
+    model: str | None = Field(None, max_length=128)
+
+
+def _who(request: HttpRequest) -> str:
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return user.get_username()
+    token = getattr(request, "pas_token_id", None)
+    return f"token:{token}" if token else "api"
+
+
+def _unknown(agent_id: str) -> dict[str, Any]:
+    return {"detail": f"no agent {agent_id!r}"}
+
+
+@router.post(
+    "/{agent_id}/faults",
+    response={201: dict, 404: dict, 422: dict},
+    summary="Make the agent's next N attempts misbehave (optionally only on one model)",
+)
+def fault_create(request: HttpRequest, agent_id: str, payload: FaultIn) -> Any:
+    if not Agent.objects.filter(agent_id=agent_id).exists():
+        return Status(404, _unknown(agent_id))
+    try:
+        fault = fault_inject(
+            agent_id, payload.kind, payload.count, model=payload.model or "", by=_who(request)
+        )
+    except ValueError as exc:
+        return Status(422, refusal(exc))
+    out = fault_as_dict(fault)
+    return Status(201, {k: out[k] for k in ("id", "agent_id", "kind", "remaining", "model")})
+
+
+@router.get(
+    "/{agent_id}/faults",
+    response={200: dict, 404: dict},
+    summary="The agent's faults still armed",
+)
+def fault_list(request: HttpRequest, agent_id: str) -> Any:
+    if not Agent.objects.filter(agent_id=agent_id).exists():
+        return Status(404, _unknown(agent_id))
+    return Status(200, {"faults": [fault_as_dict(f) for f in faults_pending(agent_id)]})
+
+
+@router.delete(
+    "/{agent_id}/faults",
+    response={200: dict, 404: dict},
+    summary="Disarm every fault of the agent",
+)
+def fault_clear(request: HttpRequest, agent_id: str) -> Any:
+    if not Agent.objects.filter(agent_id=agent_id).exists():
+        return Status(404, _unknown(agent_id))
+    return Status(200, {"cleared": faults_clear(agent_id, by=_who(request))})

@@ -1,0 +1,1 @@
+"""LLM access: providers (live), the offline planner, output schemas, fault injection."""

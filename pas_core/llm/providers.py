@@ -1,0 +1,294 @@
+"""LLM providers: one OpenAI-compatible client for every endpoint, streaming always.
+
+Model ids are ``provider/model`` split on the first slash, so
+``openrouter/deepseek/deepseek-chat`` is OpenRouter's ``deepseek/deepseek-chat``.
+Environment variables are read at call time: a key exported after the worker started
+is picked up by the next attempt. Keys never appear in messages or logs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import openai
+from django.conf import settings
+
+from ..runtime.types import AttemptError
+
+Beat = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    base_url: str  # Default base URL; see base_url_env.
+    key_env: str = ""  # Environment variable holding the key; empty: no key needed.
+    base_url_env: str = ""  # Environment variable that overrides base_url.
+    base_url_suffix: str = ""  # Appended to an overriding base URL that lacks it.
+    fixed_key: str = ""  # Sent when no key is needed (the SDK insists on one).
+    key_required: bool = True
+
+
+PROVIDERS: dict[str, Provider] = {
+    p.name: p
+    for p in [
+        Provider("openai", "https://api.openai.com/v1", "OPENAI_API_KEY"),
+        # Anthropic's OpenAI-compatible endpoint: it ignores response_format.
+        Provider("anthropic", "https://api.anthropic.com/v1/", "ANTHROPIC_API_KEY"),
+        Provider(
+            "google", "https://generativelanguage.googleapis.com/v1beta/openai/", "GEMINI_API_KEY"
+        ),
+        Provider("openrouter", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
+        Provider(
+            "ollama",
+            "http://127.0.0.1:11434/v1",
+            base_url_env="OLLAMA_BASE_URL",
+            base_url_suffix="/v1",
+            fixed_key="ollama",
+            key_required=False,
+        ),
+        # Any other OpenAI-compatible server (vLLM, llama.cpp, LM Studio, a proxy).
+        Provider(
+            "custom",
+            "",
+            "PAS_CUSTOM_API_KEY",
+            base_url_env="PAS_CUSTOM_BASE_URL",
+            fixed_key="none",
+            key_required=False,
+        ),
+    ]
+}
+
+# List prices in USD per million tokens (input, output) where known; other models are
+# reported at 0 (local models cost nothing; unknown cloud models are not guessed).
+PRICES: dict[str, tuple[float, float]] = {
+    "anthropic/claude-sonnet-4-5": (3.0, 15.0),
+    "google/gemini-2.5-flash": (0.30, 2.50),
+    "openai/gpt-4.1-mini": (0.40, 1.60),
+}
+
+CONNECT_TIMEOUT_S = 5.0
+# A stream that trickles forever beats forever; cut it off after this many read timeouts.
+TOTAL_TIMEOUT_FACTOR = 5
+
+
+@dataclass
+class LlmReply:
+    text: str
+    model: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    produced_by: str = ""
+
+
+def model_split(model_id: str) -> tuple[str, str]:
+    """Return ``(provider, model)``; raise AttemptError("model_not_found") when malformed."""
+    provider, sep, model = (model_id or "").partition("/")
+    if not sep or not provider or not model:
+        raise AttemptError("model_not_found", f"model id {model_id!r} is not provider/model")
+    if provider not in PROVIDERS:
+        known = ", ".join(PROVIDERS)
+        raise AttemptError("model_not_found", f"unknown provider {provider!r} (known: {known})")
+    return provider, model
+
+
+def _base_url(p: Provider) -> str:
+    url = os.environ.get(p.base_url_env, "").strip() if p.base_url_env else ""
+    if not url:
+        return p.base_url
+    url = url.rstrip("/")
+    if p.base_url_suffix and not url.endswith(p.base_url_suffix):
+        url += p.base_url_suffix
+    return url
+
+
+def provider_endpoint(provider: str) -> tuple[str, str]:
+    """Return ``(base_url, api_key)`` for a provider from the environment, now.
+
+    Raises AttemptError("auth") naming the variable to set when the provider is not
+    configured (a missing key, or a custom provider without a base URL).
+    """
+    p = PROVIDERS[provider]
+    base_url = _base_url(p)
+    if not base_url:
+        raise AttemptError("auth", f"provider {provider} is not configured: set {p.base_url_env}")
+    key = os.environ.get(p.key_env, "").strip() if p.key_env else ""
+    if not key:
+        if p.key_required:
+            raise AttemptError("auth", f"no API key for {provider}: set {p.key_env}")
+        key = p.fixed_key
+    return base_url, key
+
+
+def providers_status() -> list[dict[str, Any]]:
+    """Return each provider's configuration as the HMI's Models tab shows it (no keys)."""
+    rows = []
+    for p in PROVIDERS.values():
+        base_url = _base_url(p)
+        has_key = bool(p.key_env and os.environ.get(p.key_env, "").strip())
+        configured = bool(base_url) and (has_key or not p.key_required)
+        rows.append(
+            {
+                "provider": p.name,
+                "env_var": p.key_env or p.base_url_env,
+                "base_url_env": p.base_url_env,
+                "configured": configured,
+                "key_set": has_key,
+                "base_url": base_url,
+            }
+        )
+    return rows
+
+
+def _price(model_id: str, tokens_in: int, tokens_out: int) -> float:
+    rate = PRICES.get(model_id)
+    if rate is None:
+        return 0.0
+    return round((tokens_in * rate[0] + tokens_out * rate[1]) / 1_000_000, 6)
+
+
+def _scrub(text: str, key: str) -> str:
+    if key and len(key) > 4:
+        text = text.replace(key, "***")
+    return text[:500]
+
+
+def _error(exc: BaseException, model_id: str, key: str) -> AttemptError:
+    """Map an SDK or transport exception to the attempt error kind supervision routes."""
+    detail = _scrub(str(exc), key)
+    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
+        return AttemptError("timeout", f"{model_id}: no answer within the read timeout")
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return AttemptError("auth", f"{model_id}: {exc.status_code} {detail}")
+    if isinstance(exc, openai.NotFoundError):
+        return AttemptError("model_not_found", f"{model_id}: 404 {detail}")
+    if isinstance(exc, openai.RateLimitError):
+        return AttemptError("rate_limit", f"{model_id}: 429 {detail}")
+    if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+        return AttemptError("crash", f"{model_id}: cannot reach the provider ({detail})")
+    if isinstance(exc, openai.APIError):
+        # Some providers answer an unknown model with 400, or with an error event.
+        status = getattr(exc, "status_code", "error")
+        lowered = detail.lower()
+        if "model" in lowered and ("not found" in lowered or "does not exist" in lowered):
+            return AttemptError("model_not_found", f"{model_id}: {status} {detail}")
+        return AttemptError("crash", f"{model_id}: {status} {detail}")
+    if isinstance(exc, ValueError | AttributeError | TypeError):
+        # The stream was not chat.completion.chunk JSON (json errors are ValueErrors).
+        return AttemptError("bad_output", f"{model_id}: unreadable stream ({detail})")
+    return AttemptError("crash", f"{model_id}: {exc.__class__.__name__}: {detail}")
+
+
+def _mapped(stream: Any, model_id: str, key: str, deadline: float) -> Iterator[Any]:
+    """Yield the stream's chunks, turning its failures into AttemptErrors.
+
+    Only the SDK's own iteration is guarded: an exception raised by the caller's beat
+    (e.g. a fenced attempt told to stop) passes through unchanged.
+    """
+    iterator = iter(stream)
+    while True:
+        try:
+            chunk = next(iterator)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - every failure maps to a kind
+            raise _error(exc, model_id, key) from None
+        yield chunk
+        if time.monotonic() > deadline:
+            raise AttemptError("timeout", f"{model_id}: the stream did not finish in time")
+
+
+def llm_chat(
+    model_id: str,
+    messages: list[dict[str, Any]],
+    *,
+    beat: Beat | None = None,
+    json_mode: bool = False,
+    timeout_s: float = 120,
+) -> LlmReply:
+    """Stream one chat completion from a real provider and return the whole reply.
+
+    ``beat(progress, "streaming")`` is called on every chunk (it throttles itself);
+    progress rises towards 1 with the number of chunks. ``timeout_s`` is the read
+    timeout (the longest silence allowed); connecting may take 5 s. Failures raise
+    AttemptError: timeout, auth, model_not_found, rate_limit, crash, or bad_output for
+    a stream with no text.
+    """
+    provider, model = model_split(model_id)
+    base_url, key = provider_endpoint(provider)
+    client = openai.OpenAI(
+        base_url=base_url,
+        api_key=key,
+        timeout=httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S),
+        max_retries=0,  # Supervision retries, visibly; the SDK must not retry silently.
+    )
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if json_mode:
+        kwargs["response_format"] = {"type": "json_object"}
+    deadline = time.monotonic() + timeout_s * TOTAL_TIMEOUT_FACTOR
+    parts: list[str] = []
+    usage: Any = None
+    answered_by = model
+    try:
+        try:
+            stream = client.chat.completions.create(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - every failure maps to a kind
+            raise _error(exc, model_id, key) from None
+        try:
+            for n, chunk in enumerate(_mapped(stream, model_id, key, deadline), start=1):
+                answered_by = getattr(chunk, "model", None) or answered_by
+                usage = getattr(chunk, "usage", None) or usage
+                for choice in getattr(chunk, "choices", None) or []:
+                    content = getattr(getattr(choice, "delta", None), "content", None)
+                    if isinstance(content, str):
+                        parts.append(content)
+                if beat is not None:
+                    beat(n / (n + 20), "streaming")
+        finally:
+            stream.close()
+    finally:
+        client.close()
+    text = "".join(parts)
+    if not text.strip():
+        raise AttemptError("bad_output", f"{model_id}: the stream carried no text")
+    tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
+    tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
+    return LlmReply(
+        text=text,
+        model=f"{provider}/{answered_by}",
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        cost_usd=_price(model_id, tokens_in, tokens_out),
+        produced_by=model_id,
+    )
+
+
+def llm_complete(
+    model_id: str,
+    messages: list[dict[str, Any]],
+    *,
+    beat: Beat | None = None,
+    json_mode: bool = False,
+    timeout_s: float = 120,
+) -> LlmReply:
+    """Answer ``messages`` as ``model_id`` would, in the mode ``PAS_LLM_MODE`` selects.
+
+    ``offline`` (the default): the built-in offline planner serves every model id, no
+    network. ``live``: the real provider, through :func:`llm_chat`.
+    """
+    if str(getattr(settings, "PAS_LLM_MODE", "offline")).strip().lower() == "live":
+        return llm_chat(model_id, messages, beat=beat, json_mode=json_mode, timeout_s=timeout_s)
+    from .offline import offline_complete
+
+    return offline_complete(model_id, messages, beat=beat)

@@ -1,0 +1,251 @@
+"""The JSON each role asks its LLM for, and the one parser that checks it.
+
+LLMs drift: they answer a list of strings where a list of ``{"path"}`` objects was asked
+for, wrap the JSON in a Markdown fence, or add keys of their own. The models accept the
+first two and ignore the third; anything else is ``bad_output``, which supervision
+handles like any other attempt failure.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..runtime.types import AttemptError
+
+LANES = ("Code", "Models", "Data", "DevSecOps", "Docs")
+LaneName = Literal["Code", "Models", "Data", "DevSecOps", "Docs"]
+
+# A role names the schema it wants in its system prompt with this marker; the offline
+# planner answers by it.
+SCHEMA_MARKER = "PAS-SCHEMA:"
+
+
+def _as_objects(value: Any, key: str) -> Any:
+    """Turn ``["a.py"]`` into ``[{"path": "a.py"}]`` (``key`` is the object's one field)."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list):
+        return [{key: item} if isinstance(item, str) else item for item in value]
+    return value
+
+
+def _as_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [item if isinstance(item, str) else json.dumps(item) for item in value]
+    return value
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+
+class PathRef(_Lenient):
+    path: str = Field(min_length=1)
+
+
+class Check(_Lenient):
+    check: str = Field(min_length=1)
+
+
+class LaneAllocation(_Lenient):
+    task: str = Field(min_length=1)
+    inputs: list[PathRef] = Field(default_factory=list)
+    expected_artifacts: list[PathRef] = Field(default_factory=list)
+    acceptance: list[Check] = Field(default_factory=list)
+    risks: list[str] = Field(default_factory=list)
+
+    @field_validator("inputs", "expected_artifacts", mode="before")
+    @classmethod
+    def _paths(cls, value: Any) -> Any:
+        return _as_objects(value, "path")
+
+    @field_validator("acceptance", mode="before")
+    @classmethod
+    def _checks(cls, value: Any) -> Any:
+        return _as_objects(value, "check")
+
+    @field_validator("risks", mode="before")
+    @classmethod
+    def _risks(cls, value: Any) -> Any:
+        return _as_strings(value)
+
+
+class ArchitectPlan(_Lenient):
+    executive_summary: str = Field(min_length=1)
+    lane_allocations: dict[LaneName, LaneAllocation] = Field(min_length=1)
+
+
+class ManagerTask(_Lenient):
+    manager_id: str = Field(min_length=1)
+    task: str = Field(min_length=1)
+    files: list[str] = Field(default_factory=list)
+    expected_artifacts: list[PathRef] = Field(default_factory=list)
+    acceptance: list[Check] = Field(default_factory=list)
+
+    @field_validator("files", mode="before")
+    @classmethod
+    def _files(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [v.get("path", v) if isinstance(v, dict) else v for v in value]
+        return _as_strings(value)
+
+    @field_validator("expected_artifacts", mode="before")
+    @classmethod
+    def _paths(cls, value: Any) -> Any:
+        return _as_objects(value, "path")
+
+    @field_validator("acceptance", mode="before")
+    @classmethod
+    def _checks(cls, value: Any) -> Any:
+        return _as_objects(value, "check")
+
+
+class DirectorPlan(_Lenient):
+    manager_tasks: list[ManagerTask] = Field(min_length=1)
+
+
+class ProgrammerTask(_Lenient):
+    programmer_id: str = Field(min_length=1)
+    task: str = Field(min_length=1)
+    files: list[str] = Field(default_factory=list)
+    operation: Literal["create", "modify", "delete", "refactor"] = "create"
+
+    @field_validator("files", mode="before")
+    @classmethod
+    def _files(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [v.get("path", v) if isinstance(v, dict) else v for v in value]
+        return _as_strings(value)
+
+
+class ManagerPlan(_Lenient):
+    programmer_tasks: list[ProgrammerTask] = Field(min_length=1)
+
+
+class FileOut(_Lenient):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+    path: str = Field(min_length=1)
+    content: str
+
+
+class ProgrammerOutput(_Lenient):
+    files: list[FileOut] = Field(min_length=1)
+    summary: str = ""
+
+
+# One example per schema, shown to the LLM in the system prompt.
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "ArchitectPlan": {
+        "executive_summary": "One paragraph: what will be built and by which lanes.",
+        "lane_allocations": {
+            "Code": {
+                "task": "What this lane must do",
+                "inputs": [{"path": "app/main.py"}],
+                "expected_artifacts": [{"path": "src/feature.py"}],
+                "acceptance": [{"check": "artifacts_exist"}],
+                "risks": ["what could go wrong"],
+            }
+        },
+    },
+    "DirectorPlan": {
+        "manager_tasks": [
+            {
+                "manager_id": "one of the managers listed in the input",
+                "task": "What this manager must deliver",
+                "files": ["src/feature.py"],
+                "expected_artifacts": [{"path": "src/feature.py"}],
+                "acceptance": [{"check": "artifacts_exist"}],
+            }
+        ]
+    },
+    "ManagerPlan": {
+        "programmer_tasks": [
+            {
+                "programmer_id": "one of the programmers listed in the input",
+                "task": "Exactly what to write",
+                "files": ["src/feature.py"],
+                "operation": "create",
+            }
+        ]
+    },
+    "ProgrammerOutput": {
+        "files": [{"path": "src/feature.py", "content": "the whole file"}],
+        "summary": "One line on what was written",
+    },
+}
+
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "ArchitectPlan": ArchitectPlan,
+    "DirectorPlan": DirectorPlan,
+    "ManagerPlan": ManagerPlan,
+    "ProgrammerOutput": ProgrammerOutput,
+}
+
+S = TypeVar("S", bound=BaseModel)
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)```", re.DOTALL)
+
+
+def json_extract(text: str) -> Any:
+    """Return the JSON value in ``text``: the whole text, a fenced block, or the outer ``{...}``.
+
+    Raises ValueError when none of them parses.
+    """
+    stripped = text.strip()
+    candidates = [stripped]
+    candidates += [m.group(1).strip() for m in _FENCE.finditer(text)]
+    start, end = stripped.find("{"), stripped.rfind("}")
+    if 0 <= start < end:
+        candidates.append(stripped[start : end + 1])
+    error: Exception | None = None
+    for candidate in candidates:
+        if not candidate:
+            continue
+        try:
+            return json.loads(candidate)
+        except ValueError as exc:
+            error = error or exc
+    raise ValueError(f"no JSON object found ({error or 'empty reply'})")
+
+
+def parse_json(text: str, schema: type[S]) -> S:
+    """Return ``text`` parsed and validated as ``schema``.
+
+    Raises AttemptError("bad_output") naming what is wrong: no JSON at all, or each
+    field that failed validation (``lane_allocations.Code.task: Field required``).
+    """
+    name = schema.__name__
+    try:
+        data = json_extract(text or "")
+    except ValueError as exc:
+        raise AttemptError("bad_output", f"{name}: {exc}") from None
+    if not isinstance(data, dict):
+        raise AttemptError(
+            "bad_output", f"{name}: expected a JSON object, got {type(data).__name__}"
+        )
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors()[:5]:
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            problems.append(f"{loc}: {err['msg']}")
+        more = f" (+{exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
+        raise AttemptError("bad_output", f"{name}: " + "; ".join(problems) + more) from None
+
+
+def schema_instructions(schema: type[BaseModel]) -> str:
+    """Return the system-prompt paragraph that asks for ``schema`` (with its marker)."""
+    name = schema.__name__
+    example = json.dumps(EXAMPLES[name], indent=1)
+    return (
+        "Reply with ONE JSON object and nothing else, shaped like this example:\n"
+        f"{example}\n{SCHEMA_MARKER} {name}"
+    )
