@@ -246,13 +246,16 @@ def document_validate(doc: Any) -> dict[str, Any]:
 def document_save(doc: dict[str, Any], *, export: bool = True) -> dict[str, Any]:
     """Validate and store a settings document; export the file and reschedule the sweep."""
     full = document_validate(doc)
+    values = {**full["hhmrs"], **{name: full[name] for name in SECTIONS}}
     with transaction.atomic():
         row = _row()
-        for key, value in full["hhmrs"].items():
-            setattr(row, key, value)
-        for name in SECTIONS:
-            setattr(row, name, full[name])
-        row.save()
+        # Saving unchanged values would still move updated_at: bootstrap, which
+        # re-imports the file on every run, would then never be a no-op.
+        changed = [key for key, value in values.items() if getattr(row, key) != value]
+        for key in changed:
+            setattr(row, key, values[key])
+        if changed:
+            row.save(update_fields=[*changed, "updated_at"])
         sweep_schedule(full["hhmrs"]["sweep_interval_s"])
     if export:
         transaction.on_commit(settings_export)
@@ -263,6 +266,7 @@ def hhmrs_update(values: Any) -> Hhmrs:
     """Validate and store HHMRS values (partial updates allowed); return the result."""
     if not isinstance(values, dict):
         raise SettingsError({"hhmrs": "must be a JSON object"})
+    hhmrs_validate(values, base=hhmrs_get())  # Errors name the bare keys the caller sent.
     return Hhmrs(**document_save({"hhmrs": values})["hhmrs"])
 
 

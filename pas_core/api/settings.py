@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest
+from django.http import HttpRequest, JsonResponse
 from ninja import Router, Schema
 from pydantic import ConfigDict
 
@@ -14,7 +14,8 @@ router = Router(tags=["settings"])
 
 
 class HhmrsIn(Schema):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: JSON true is not the number 1 (pydantic would coerce it; config refuses it).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     heartbeat_interval_s: float | None = None
     timeout_threshold_s: float | None = None
@@ -38,4 +39,7 @@ def hhmrs_write(request: HttpRequest, payload: HhmrsIn) -> Any:
         return hhmrs_update(values).as_dict()
     except SettingsError as exc:
         detail = "; ".join(f"{k}: {v}" for k, v in exc.errors.items())
-        return 400, {"detail": detail, "errors": exc.errors}
+        errors = [{"field": k, "message": v} for k, v in exc.errors.items()]
+        # A response object, not ``return 400, {...}``: ninja refuses a status the
+        # operation did not declare (ConfigError, a 500). Same shape as a 422.
+        return JsonResponse({"detail": detail, "errors": errors}, status=400)
