@@ -114,7 +114,7 @@ def attempt_failure_handle(attempt_id: int) -> str:
         if attempt is None:
             return "missing"
         job = (
-            Job.objects.select_for_update()
+            Job.objects.select_for_update(of=("self",))
             .select_related("agent", "agent__parent")
             .get(pk=attempt.job_id)
         )
@@ -390,7 +390,12 @@ def job_retry(job_id: str, *, model: str | None = None, by: str = "") -> Job:
     job's ancestors and run reopen so that the run carries on to its end.
     """
     with transaction.atomic():
-        job = Job.objects.select_for_update().select_related("agent").filter(pk=job_id).first()
+        job = (
+            Job.objects.select_for_update(of=("self",))
+            .select_related("agent")
+            .filter(pk=job_id)
+            .first()
+        )
         if job is None:
             raise ValueError(f"job_id: no job {job_id!r}")
         if job.status != Job.Status.FAILED or not job.retryable:
@@ -461,7 +466,7 @@ def agent_restart_now(agent_id: str, *, by: str = "") -> dict[str, Any]:
         if agent is None:
             raise ValueError(f"agent_id: no agent {agent_id!r}")
         jobs = list(
-            Job.objects.select_for_update()
+            Job.objects.select_for_update(of=("self",))
             .select_related("agent", "agent__parent", "current_attempt")
             .filter(agent=agent, status__in=OPEN)
         )
@@ -532,7 +537,7 @@ def handle_child_timeout(parent_id: str, body: dict[str, Any]) -> dict[str, Any]
         if child.parent_id != parent.pk:
             raise ValueError(f"child_id: {child_id} is not a child of {parent_id}")
         job = (
-            Job.objects.select_for_update()
+            Job.objects.select_for_update(of=("self",))
             .select_related("agent", "agent__parent", "current_attempt")
             .filter(agent=child, status__in=OPEN)
             .order_by("created_at")
@@ -632,7 +637,7 @@ def handle_grandchild_failure(grandparent_id: str, body: dict[str, Any]) -> dict
                 f"grandchild_id: {grandchild_id} is not a grandchild of {grandparent_id}"
             )
         job = (
-            Job.objects.select_for_update()
+            Job.objects.select_for_update(of=("self",))
             .select_related("agent", "agent__parent", "current_attempt")
             .filter(agent=agent, status__in=OPEN)
             .order_by("created_at")

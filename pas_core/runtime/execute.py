@@ -73,7 +73,7 @@ def attempt_dispatch(
 ) -> Attempt:
     """Create the job's next attempt, make it current, and send it once committed."""
     with transaction.atomic():
-        job = Job.objects.select_for_update().select_related("agent").get(pk=job.pk)
+        job = Job.objects.select_for_update(of=("self",)).select_related("agent").get(pk=job.pk)
         number = (job.attempts.aggregate(n=Max("number"))["n"] or 0) + 1
         attempt = Attempt.objects.create(
             job=job,
@@ -218,7 +218,9 @@ def attempt_finish(attempt: Attempt, outcome: Delegate | Complete) -> bool:
         if won != 1:
             return False  # Timed out or killed meanwhile: its result is discarded.
         job = (
-            Job.objects.select_for_update().select_related("agent", "run", "parent").get(pk=job.pk)
+            Job.objects.select_for_update(of=("self",))
+            .select_related("agent", "run", "parent")
+            .get(pk=job.pk)
         )
         if job.current_attempt_id != attempt.pk:
             return False
@@ -308,7 +310,9 @@ def job_after_end(job: Job) -> None:
     if job.parent_id is None:
         run_finish(job.run_id, job)
         return
-    parent = Job.objects.select_for_update().select_related("agent").get(pk=job.parent_id)
+    parent = (
+        Job.objects.select_for_update(of=("self",)).select_related("agent").get(pk=job.parent_id)
+    )
     if parent.status != Job.Status.WAITING:
         return
     if Job.objects.filter(parent_id=parent.pk).exclude(status__in=TERMINAL).exists():
