@@ -6,7 +6,7 @@ Keys (under ``PAS_REDIS_PREFIX``):
                    the first one). TRON asks it for members older than the threshold, so
                    a sweep costs O(log n + overdue), not O(supervised).
 - ``hb:a:<id>``    hash: agent, job, progress, message, state, ts of the last beat.
-- ``hb:job:<job>`` the job's running attempt id, for beats sent over HTTP by job id.
+- ``hb:job:<job>`` the job's latest attempt id, for beats sent over HTTP by job id.
 - ``hb:agents``    hash: agent id -> epoch of its last beat (any job, or none).
 
 Every write is one pipeline (one round trip).
@@ -82,16 +82,14 @@ def hb_agent_beat(agent_id: str, *, now: float | None = None) -> None:
 
 
 def hb_unregister(attempt_id: int, *, job_id: str | None = None) -> bool:
-    """Stop supervising an attempt; return whether it was still supervised."""
-    pipe = redis_client().pipeline(transaction=False)
-    pipe.zrem(_running(), str(attempt_id))
-    if job_id:
-        # Only if the job still points at this attempt (a newer one may have started).
-        pipe.get(rkey("hb", "job", job_id))
-    removed, *rest = pipe.execute()
-    if job_id and rest and rest[0] is not None and int(rest[0]) == int(attempt_id):
-        redis_client().delete(rkey("hb", "job", job_id))
-    return bool(removed)
+    """Stop supervising an attempt; return whether it was still supervised.
+
+    The job's pointer ``hb:job:<job>`` stays on the ended attempt until the job's next
+    attempt registers (or it expires): a late beat sent over HTTP for the job then finds
+    an attempt that is no longer supervised and is told so (409: stop working), instead
+    of a 404 that reads as "wrong job id". ``job_id`` is accepted for the callers' sake.
+    """
+    return bool(redis_client().zrem(_running(), str(attempt_id)))
 
 
 def hb_overdue(cutoff: float, limit: int = 10_000) -> list[tuple[int, float]]:
@@ -145,13 +143,36 @@ class Beater:
         self.last_db = self.last_sent
         self.beats_sent = 0
 
+    def _rejoin(self) -> None:
+        """The store lost this attempt (Redis restarted): register it again if it runs.
+
+        An attempt that TRON timed out is no longer ``running`` in the database and
+        stays out.
+        """
+        from ..models import Attempt
+
+        row = (
+            Attempt.objects.filter(pk=self.attempt_id, status=Attempt.Status.RUNNING)
+            .values_list("job_id", flat=True)
+            .first()
+        )
+        if row is not None:
+            hb_register(self.attempt_id, agent_id=self.agent_id, job_id=row)
+
     def __call__(self, progress: float = 0.0, message: str = "") -> None:
         now = time.monotonic()
         if now - self.last_sent < self.interval_s:
             return
         self.last_sent = now
-        hb_beat(self.attempt_id, agent_id=self.agent_id, progress=progress, message=message)
+        try:
+            supervised = hb_beat(
+                self.attempt_id, agent_id=self.agent_id, progress=progress, message=message
+            )
+        except Exception:  # noqa: BLE001 - Redis away: the work goes on; TRON reconciles
+            return
         self.beats_sent += 1
+        if not supervised:
+            self._rejoin()
         if now - self.last_db >= self.db_every_s:
             self.last_db = now
             from ..models import Attempt

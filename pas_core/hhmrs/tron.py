@@ -13,6 +13,7 @@ from . import heartbeats, policy, services
 log = logging.getLogger(__name__)
 
 LOCK_TTL_S = 30
+RECONCILE_EVERY_S = 10
 
 
 def sweep(now: float | None = None) -> int:
@@ -35,6 +36,8 @@ def sweep(now: float | None = None) -> int:
 
 def _sweep(now: float) -> int:
     cfg = hhmrs_get()
+    if redis_client().set(rkey("tron", "reconciled"), 1, nx=True, ex=RECONCILE_EVERY_S):
+        reconcile(now, cfg)
     handled = 0
     for attempt_id, last_beat in heartbeats.hb_overdue(policy.overdue_cutoff(now, cfg)):
         if not policy.is_overdue(now, last_beat, cfg):
@@ -48,3 +51,44 @@ def _sweep(now: float) -> int:
         except Exception:  # noqa: BLE001 - one bad job must not stop the sweep
             log.exception("recovering attempt %s failed", attempt.pk)
     return handled
+
+
+def reconcile(now: float, cfg: object) -> dict[str, int]:
+    """Repair what Redis lost (a restart without persistence), every few seconds.
+
+    - A running attempt missing from the store goes back in with its last beat from
+      the database: a live one beats again and stays, a dead one times out as usual.
+    - A queued attempt never started long after it was sent lost its message (or
+      waits behind a backlog): it is sent again. The start is a conditional update,
+      so a duplicate message does nothing.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from ..models import Attempt
+    from ..runtime.execute import attempt_send
+
+    timeout = float(getattr(cfg, "timeout_threshold_s", 60))
+    running = list(
+        Attempt.objects.filter(status=Attempt.Status.RUNNING).values_list(
+            "pk", "agent_id", "job_id", "last_heartbeat_at", "started_at"
+        )
+    )
+    repaired = 0
+    for pk, agent_id, job_id, last, started in running:
+        if heartbeats.hb_last(pk) is None:
+            seen = (last or started).timestamp() if (last or started) else now
+            heartbeats.hb_register(pk, agent_id=agent_id, job_id=job_id, now=seen)
+            repaired += 1
+    stale = datetime.fromtimestamp(now, tz=UTC) - timedelta(seconds=max(30.0, 3 * timeout))
+    resent = 0
+    for attempt in Attempt.objects.filter(status=Attempt.Status.QUEUED, created_at__lt=stale):
+        if redis_client().set(
+            rkey("tron", "resent", attempt.pk), 1, nx=True, ex=int(max(30, 3 * timeout))
+        ):
+            attempt_send(attempt)
+            resent += 1
+    if repaired or resent:
+        log.warning(
+            "TRON reconciled: %s running re-registered, %s queued re-sent", repaired, resent
+        )
+    return {"running": repaired, "queued": resent}
