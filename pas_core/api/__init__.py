@@ -13,9 +13,19 @@ from ..auth import token_check
 
 
 class SessionAuth(APIKeyCookie):
-    """A logged-in session (with Django's CSRF check on unsafe methods)."""
+    """A logged-in session (with Django's CSRF check on unsafe methods).
+
+    Without a session cookie there is nothing to check: the request goes on to the
+    bearer token (ninja's cookie auth would otherwise answer 403 "CSRF check Failed"
+    to every token-only POST before the token is looked at).
+    """
 
     param_name = "sessionid"
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        if self.param_name not in request.COOKIES:
+            return None
+        return super()._get_key(request)
 
     def authenticate(self, request: HttpRequest, key: str | None) -> Any:
         user = getattr(request, "user", None)
