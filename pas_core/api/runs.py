@@ -159,7 +159,8 @@ def job_retry(
 ) -> Any:
     from ..hhmrs.services import job_retry as retry
 
-    if not Job.objects.filter(pk=job_id, run_id=_run_or_none(run_id)).exists():
+    run = _run_or_none(run_id)
+    if run is None or not Job.objects.filter(pk=job_id, run=run).exists():
         return 404, {"detail": f"job_id: no job {job_id} in run {run_id}"}
     try:
         job = retry(job_id, model=payload.model if payload else None, by=_who(request))

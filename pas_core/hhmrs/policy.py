@@ -7,13 +7,22 @@ from typing import Literal, Protocol
 
 
 class Limits(Protocol):
-    heartbeat_interval_s: float
-    timeout_threshold_s: float
-    missed_heartbeat_threshold: int
-    max_restarts: int
-    max_llm_retries: int
-    enable_auto_restart: bool
-    enable_llm_switching: bool
+    """What the rules read of the HHMRS settings (``pas_core.config.Hhmrs`` has it)."""
+
+    @property
+    def heartbeat_interval_s(self) -> float: ...
+    @property
+    def timeout_threshold_s(self) -> float: ...
+    @property
+    def missed_heartbeat_threshold(self) -> int: ...
+    @property
+    def max_restarts(self) -> int: ...
+    @property
+    def max_llm_retries(self) -> int: ...
+    @property
+    def enable_auto_restart(self) -> bool: ...
+    @property
+    def enable_llm_switching(self) -> bool: ...
 
 
 ChildDecision = Literal["restart", "escalate"]

@@ -76,7 +76,8 @@ def reconcile(now: float, cfg: object) -> dict[str, int]:
     repaired = 0
     for pk, agent_id, job_id, last, started in running:
         if heartbeats.hb_last(pk) is None:
-            seen = (last or started).timestamp() if (last or started) else now
+            stamp = last or started
+            seen = stamp.timestamp() if stamp is not None else now
             heartbeats.hb_register(pk, agent_id=agent_id, job_id=job_id, now=seen)
             repaired += 1
     stale = datetime.fromtimestamp(now, tz=UTC) - timedelta(seconds=max(30.0, 3 * timeout))

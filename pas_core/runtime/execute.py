@@ -284,7 +284,7 @@ def job_succeed(job: Job, attempt: Attempt, result: dict[str, Any]) -> None:
             "attempt": attempt.number,
         },
     )
-    if job.parent_id:
+    if job.parent is not None:
         comms.comms_log(
             sender=job.agent_id,
             recipient=job.parent.agent_id,
