@@ -1,0 +1,226 @@
+"""Read-side queries for the HMI: each returns what one page region shows.
+
+The page views and the SSE stream both call these, so a fragment pushed live shows
+exactly what a reload would.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, OuterRef, Subquery
+from django.utils import timezone
+
+from pas_core import config
+from pas_core.models import Agent, Event, Job, Notification, Run
+
+log = logging.getLogger(__name__)
+
+ACTIVE = (Job.Status.QUEUED, Job.Status.RUNNING, Job.Status.WAITING)
+INTERVENTIONS = ("hhmrs_timeout", "hhmrs_restart", "hhmrs_escalation", "hhmrs_failure")
+INTERVENTION_LABELS = {
+    "hhmrs_timeout": ("timeout", "⏱", "Timed out"),
+    "hhmrs_restart": ("restart", "↻", "Restart"),
+    "hhmrs_escalation": ("escalation", "⇪", "Escalation"),
+    "hhmrs_failure": ("failure", "✖", "Permanent failure"),
+}
+# Short words for the 5 s badge on the node an event touched.
+BADGES = {
+    "hhmrs_timeout": "timed out",
+    "hhmrs_restart": "restart",
+    "hhmrs_escalation": "escalated",
+    "hhmrs_failure": "failed",
+    "job_started": "started",
+    "job_completed": "done",
+    "job_failed": "job failed",
+    "agent_status": "status",
+    "agent_model_reset": "model reset",
+    "fault_injected": "fault",
+    "fault_triggered": "fault",
+    "job_retried": "retry",
+}
+
+
+STATUSES = [(s.value, s.value.replace("_", " ")) for s in Agent.Status]
+
+
+def dom_id(agent_id: str) -> str:
+    """Return the HTML id of an agent's node: ``PAS Root`` -> ``node-PAS-Root``."""
+    return "node-" + re.sub(r"[^A-Za-z0-9_-]+", "-", agent_id).strip("-")
+
+
+@dataclass
+class NodeState:
+    """What the tree shows for one agent."""
+
+    agent: Agent
+    dom_id: str
+    active_jobs: int = 0
+    job_id: str = ""
+    restarts: int = 0
+    switches: int = 0
+    max_restarts: int = 3
+    max_switches: int = 3
+    beat_epoch: float | None = None
+    badge: str = ""
+    children: list[NodeState] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return Agent.Status.DISABLED if not self.agent.enabled else self.agent.status
+
+    @property
+    def status_label(self) -> str:
+        return self.status.replace("_", " ")
+
+    @property
+    def model_short(self) -> str:
+        model = self.agent.current_model
+        return model.split("/", 1)[1] if "/" in model else model
+
+
+def _beats() -> dict[str, float]:
+    """Return each agent's last heartbeat epoch from the Redis store (empty if down)."""
+    try:
+        from pas_core.hhmrs.heartbeats import hb_agents
+
+        return hb_agents()
+    except Exception:  # noqa: BLE001 - display only; the database copy still shows
+        log.debug("no heartbeat store", exc_info=True)
+        return {}
+
+
+def node_states(agent_ids: list[str] | None = None) -> dict[str, NodeState]:
+    """Return the node state of every agent (or of ``agent_ids``), in tree order.
+
+    Counters come from the agent's open job; with none, from its latest job if that
+    one failed (so an exhausted job still reads 3/3), else zero.
+    """
+    cfg = config.hhmrs_get()
+    agents = Agent.objects.all()
+    jobs = Job.objects.select_related("current_attempt").order_by("created_at")
+    if agent_ids is not None:
+        agents = agents.filter(agent_id__in=agent_ids)
+        jobs = jobs.filter(agent_id__in=agent_ids)
+    states = {
+        a.agent_id: NodeState(
+            agent=a,
+            dom_id=dom_id(a.agent_id),
+            max_restarts=cfg.max_restarts,
+            max_switches=cfg.max_llm_retries,
+        )
+        for a in agents
+    }
+    counted: dict[str, Job] = {}
+    for job in jobs.filter(status__in=ACTIVE):
+        state = states.get(job.agent_id)
+        if state is None:
+            continue
+        state.active_jobs += 1
+        counted[job.agent_id] = job  # The newest open job wins.
+    idle = [a for a in states if a not in counted]
+    if idle:
+        latest = Job.objects.filter(agent_id=OuterRef("agent_id")).order_by("-updated_at")
+        last_ids = Agent.objects.filter(agent_id__in=idle).annotate(
+            last_job=Subquery(latest.values("job_id")[:1])
+        )
+        failed = Job.objects.select_related("current_attempt").filter(
+            job_id__in=[a.last_job for a in last_ids if a.last_job], status=Job.Status.FAILED
+        )
+        for job in failed:
+            counted[job.agent_id] = job
+    beats = _beats()
+    for agent_id, state in states.items():
+        job = counted.get(agent_id)
+        if job is not None:
+            state.job_id = job.job_id
+            state.restarts = job.restart_count
+            state.switches = job.llm_failure_count
+            attempt = job.current_attempt
+            if attempt is not None and attempt.status == "running":
+                beat = attempt.last_heartbeat_at or attempt.started_at
+                state.beat_epoch = beat.timestamp() if beat else None
+        if state.active_jobs and agent_id in beats:
+            state.beat_epoch = max(state.beat_epoch or 0, beats[agent_id])
+    return states
+
+
+def tree_nodes() -> tuple[list[NodeState], int]:
+    """Return the root nodes (children nested) and how many agents there are."""
+    states = node_states()
+    roots: list[NodeState] = []
+    for state in states.values():
+        parent = states.get(state.agent.parent_id or "")
+        (parent.children if parent else roots).append(state)
+    return roots, len(states)
+
+
+@dataclass
+class Intervention:
+    event: Event
+    kind: str
+    icon: str
+    label: str
+
+    @property
+    def message(self) -> str:
+        data = self.event.data or {}
+        return str(data.get("message") or data.get("reason") or "")
+
+
+def interventions(limit: int = 5) -> list[Intervention]:
+    """Return the last ``limit`` TRON interventions, newest first."""
+    rows = Event.objects.filter(event_type__in=INTERVENTIONS).order_by("-id")[:limit]
+    return [Intervention(e, *INTERVENTION_LABELS[e.event_type]) for e in rows]
+
+
+def intervention_counts() -> dict[str, int]:
+    """Return how many timeouts, restarts, escalations and failures were recorded."""
+    rows = (
+        Event.objects.filter(event_type__in=INTERVENTIONS)
+        .values("event_type")
+        .annotate(n=Count("id"))
+    )
+    counts = {INTERVENTION_LABELS[t][0]: 0 for t in INTERVENTIONS}
+    for row in rows:
+        counts[INTERVENTION_LABELS[row["event_type"]][0]] = row["n"]
+    return counts
+
+
+def unread_count() -> int:
+    return Notification.objects.filter(read=False).count()
+
+
+def last_event_id() -> int:
+    return Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+
+def chrome() -> dict[str, Any]:
+    """Return what every page's header, banner and scripts need."""
+    doc = config.document_get()
+    return {
+        "unread": unread_count(),
+        "banner": interventions(),
+        "counts": intervention_counts(),
+        "last_event_id": last_event_id(),
+        "chime": doc["tron_chime"],
+        "display": doc["hmi_display"],
+        "hhmrs": doc["hhmrs"],
+        "llm_mode": settings.PAS_LLM_MODE,
+        "now_epoch": timezone.now().timestamp(),
+    }
+
+
+def run_lanes(runs: list[Run]) -> dict[str, dict[str, str]]:
+    """Return ``{run_id: {lane: state}}`` from each run's director jobs."""
+    lanes: dict[str, dict[str, str]] = {str(r.run_id): {} for r in runs}
+    rows = Job.objects.filter(run__in=runs, agent__role="director").values_list(
+        "run_id", "lane", "status"
+    )
+    for run_id, lane, status in rows:
+        lanes[str(run_id)][lane or "?"] = status
+    return lanes

@@ -1,0 +1,298 @@
+"""The SSE stream on a real Daphne: live events from other processes, replay after
+Last-Event-ID, refusal without a login, and clean-up when the client leaves."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from hmi.streams import sse_message
+from tests import procs
+
+MANAGE = str(procs.PROJECT_DIR / "manage.py")
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+class SseReader:
+    """Read an SSE stream in a thread; messages and comments land in a queue."""
+
+    def __init__(self, url: str, *, cookies: dict[str, str] | None = None, headers: Any = None):
+        self.url = url
+        self.cookies = cookies or {}
+        self.headers = headers or {}
+        self.items: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.status: int | None = None
+        self.opened = threading.Event()
+        self._response: httpx.Response | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> SseReader:
+        self._thread.start()
+        assert self.opened.wait(15), "the stream did not answer"
+        return self
+
+    def _run(self) -> None:
+        timeout = httpx.Timeout(10, read=60)
+        try:
+            with httpx.Client(cookies=self.cookies, timeout=timeout) as client:
+                with client.stream("GET", self.url, headers=self.headers) as response:
+                    self._response = response
+                    self.status = response.status_code
+                    self.content_type = response.headers.get("content-type", "")
+                    self.opened.set()
+                    message: dict[str, Any] = {}
+                    for line in response.iter_lines():
+                        if line == "":
+                            if message:
+                                self.items.put(message)
+                            message = {}
+                        elif line.startswith(":"):
+                            self.items.put({"comment": line[1:].strip()})
+                        else:
+                            field, _, value = line.partition(":")
+                            value = value[1:] if value.startswith(" ") else value
+                            if field == "data":
+                                message["data"] = (
+                                    message["data"] + "\n" + value if "data" in message else value
+                                )
+                            else:
+                                message[field] = value
+        except Exception:  # noqa: BLE001 - closing the stream from the test ends it here
+            if not self._closed:
+                raise
+        finally:
+            self.opened.set()
+
+    def next(self, timeout: float = 15) -> dict[str, Any]:
+        return self.items.get(timeout=timeout)
+
+    def until(self, pred: Any, timeout: float = 20) -> list[dict[str, Any]]:
+        """Return every item up to and including the first that satisfies ``pred``."""
+        seen: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"not seen within {timeout}s; got {seen}")
+            try:
+                item = self.items.get(timeout=left)
+            except queue.Empty:
+                continue
+            seen.append(item)
+            if pred(item):
+                return seen
+
+    def live(self) -> list[dict[str, Any]]:
+        """Wait for the end of the replay; return what came before it."""
+        return self.until(lambda m: m.get("comment") == "live")[:-1]
+
+    def close(self) -> None:
+        """Drop the connection now: shut the socket down under the reading thread."""
+        self._closed = True
+        if self._response is not None:
+            stream = self._response.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(10)
+        assert not self._thread.is_alive(), "the reader did not stop"
+
+
+def events_of(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return the JSON event messages (not hmi/run fragments, not comments)."""
+    out = []
+    for m in items:
+        if "id" in m and m.get("event") not in ("hmi", None) and not m["event"].startswith("run"):
+            out.append({**json.loads(m["data"]), "_sse_id": m["id"], "_sse_event": m["event"]})
+    return out
+
+
+def emit_elsewhere(env: dict[str, str], *events: tuple[str, dict[str, Any]]) -> None:
+    """Emit events from another process (a Django shell) against the same DB and Redis."""
+    code = (
+        "import json, sys\n"
+        "from pas_core.events import event_emit\n"
+        f"for t, d in json.loads({json.dumps(json.dumps(events))}):\n"
+        "    event_emit(t, d)\n"
+    )
+    subprocess.run(
+        [sys.executable, MANAGE, "shell", "-c", code],
+        env=env,
+        check=True,
+        timeout=60,
+        cwd=procs.PROJECT_DIR,
+        capture_output=True,
+    )
+
+
+@pytest.fixture
+def session_cookie(db: None, plain_user: Any) -> dict[str, str]:
+    """Return the cookie of a committed session for a plain (viewer) user."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(plain_user)
+    return {"sessionid": client.cookies["sessionid"].value}
+
+
+@pytest.fixture
+def server(proc_env: Any, tree: Any) -> Iterator[procs.DaphneServer]:
+    with procs.daphne_server(proc_env()) as daphne:
+        yield daphne
+
+
+def test_sse_message_splits_data_lines() -> None:
+    text = sse_message("<div>\n  a\n</div>", event="hmi", event_id=7)
+    assert text == "id: 7\nevent: hmi\ndata: <div>\ndata:   a\ndata: </div>\n\n"
+
+
+def test_an_event_from_another_process_arrives_live(
+    server: procs.DaphneServer, session_cookie: dict[str, str], proc_env: Any
+) -> None:
+    reader = SseReader(server.url + "/events/stream", cookies=session_cookie).start()
+    try:
+        assert reader.status == 200
+        assert reader.content_type.startswith("text/event-stream")
+        first = reader.next()
+        assert first == {"retry": "2000"}
+        assert reader.live() == []  # No Last-Event-ID: nothing is replayed.
+        emit_elsewhere(
+            proc_env(), ("hhmrs_timeout", {"agent_id": "Dir-Code", "message": "from afar"})
+        )
+        got = events_of(reader.until(lambda m: m.get("event") == "hhmrs_timeout"))
+        assert len(got) == 1
+        event = got[0]
+        assert event["event_type"] == "hhmrs_timeout"
+        assert event["agent_id"] == "Dir-Code"
+        assert event["data"]["message"] == "from afar"
+        assert event["_sse_id"] == str(event["id"])  # id: is the stored event's id
+        assert "replay" not in event  # It came live, through the channel layer.
+    finally:
+        reader.close()
+
+
+def test_replay_after_last_event_id_gives_exactly_the_missed_events_in_order(
+    server: procs.DaphneServer, session_cookie: dict[str, str], proc_env: Any
+) -> None:
+    from pas_core.events import event_emit
+
+    ids = [event_emit("job_started", {"agent_id": "Dir-Data", "n": n}).id for n in range(6)]
+    reader = SseReader(
+        server.url + "/events/stream",
+        cookies=session_cookie,
+        headers={"Last-Event-ID": str(ids[2])},
+    ).start()
+    try:
+        replayed = events_of(reader.live())
+        # Exactly the events after id 3 of 6, in order, each once.
+        assert [e["id"] for e in replayed] == ids[3:]
+        assert [e["data"]["n"] for e in replayed] == [3, 4, 5]
+        assert all(e["replay"] for e in replayed)
+        # Then live: a new event comes once, and no replayed one comes again.
+        emit_elsewhere(proc_env(), ("job_completed", {"agent_id": "Dir-Data"}))
+        live = events_of(reader.until(lambda m: m.get("event") == "job_completed"))
+        assert [e["event_type"] for e in live] == ["job_completed"]
+        assert live[0]["id"] > ids[-1]
+    finally:
+        reader.close()
+
+
+def test_a_dropped_stream_resumes_without_losing_an_event(
+    server: procs.DaphneServer, session_cookie: dict[str, str], proc_env: Any
+) -> None:
+    url = server.url + "/events/stream"
+    reader = SseReader(url, cookies=session_cookie).start()
+    reader.live()
+    emit_elsewhere(proc_env(), ("agent_status", {"agent_id": "Dir-Code", "status": "working"}))
+    first = events_of(reader.until(lambda m: m.get("event") == "agent_status"))
+    last_id = first[-1]["_sse_id"]
+    reader.close()
+    # Emitted while nobody listens.
+    batch = [("hhmrs_restart", {"agent_id": "Dir-Code", "n": n}) for n in range(5)]
+    emit_elsewhere(proc_env(), *batch)
+    again = SseReader(url, cookies=session_cookie, headers={"Last-Event-ID": last_id}).start()
+    try:
+        missed = events_of(again.live())
+        assert [e["data"]["n"] for e in missed] == [0, 1, 2, 3, 4]
+        assert [int(e["id"]) for e in missed] == sorted(int(e["id"]) for e in missed)
+    finally:
+        again.close()
+
+
+def test_anonymous_is_refused_and_a_token_is_accepted(
+    server: procs.DaphneServer, api_token: str
+) -> None:
+    response = httpx.get(server.url + "/events/stream", timeout=10)
+    assert response.status_code in (302, 401, 403)
+    reader = SseReader(
+        server.url + "/events/stream", headers={"Authorization": f"Bearer {api_token}"}
+    ).start()
+    try:
+        assert reader.status == 200
+        assert reader.next() == {"retry": "2000"}
+    finally:
+        reader.close()
+
+
+def test_the_hmi_stream_pushes_node_and_banner_fragments(
+    server: procs.DaphneServer, session_cookie: dict[str, str], proc_env: Any
+) -> None:
+    reader = SseReader(server.url + "/events/stream?hmi=tree", cookies=session_cookie).start()
+    try:
+        reader.live()
+        emit_elsewhere(
+            proc_env(),
+            ("hhmrs_timeout", {"agent_id": "Dir-Code", "run_id": "r-1", "message": "late"}),
+        )
+        items = reader.until(lambda m: m.get("event") == "run-r-1")
+        hmi = [m for m in items if m.get("event") == "hmi"]
+        assert len(hmi) == 1
+        html = hmi[0]["data"]
+        assert 'id="node-Dir-Code"' in html and 'hx-swap-oob="true"' in html
+        assert 'id="tron-banner"' in html and "late" in html
+        assert 'id="tron-counters"' in html
+        assert '<span class="badge" data-badge>timed out</span>' in html
+        assert [m.get("event") for m in items if m.get("event", "").startswith("run")] == [
+            "run",
+            "run-r-1",
+        ]
+    finally:
+        reader.close()
+
+
+def test_a_client_leaving_unsubscribes_the_stream(
+    server: procs.DaphneServer, session_cookie: dict[str, str], redis: Any, settings: Any
+) -> None:
+    prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
+    group = f"{prefix}__group__events"
+
+    def listeners() -> int:
+        return int(dict(redis.pubsub_numsub(group)).get(group.encode(), 0))
+
+    readers = [SseReader(server.url + "/events/stream", cookies=session_cookie).start()]
+    readers.append(SseReader(server.url + "/events/stream", cookies=session_cookie).start())
+    for r in readers:
+        r.live()
+    assert listeners() == 1  # One Redis subscription per process, however many streams.
+    readers[0].close()
+    time.sleep(0.5)
+    assert listeners() == 1  # The other stream still listens.
+    readers[1].close()
+    deadline = time.monotonic() + 10
+    while listeners() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert listeners() == 0  # The last stream gone, the process left the group.
