@@ -6,6 +6,7 @@ from typing import Any
 
 from django.http import HttpRequest
 from ninja import Field, Router, Schema
+from ninja.errors import HttpError
 from pydantic import ConfigDict
 
 from ..auth import bearer, token_check
@@ -51,20 +52,22 @@ class GrandchildFailureIn(Schema):
 
 
 class AgentBeatAuth(SessionAuth):
-    """A session, a full token, or a token bound to the agent in the path."""
+    """A token bound to the agent in the path, a full token, or a session.
+
+    The token is tried first: a good token bound to another agent is refused with 403,
+    as the lean ASGI route does, rather than falling through to the session check.
+    """
 
     def __call__(self, request: HttpRequest) -> Any:
-        user = super().__call__(request)
-        if user:
-            return user
         raw = bearer(request.headers.get("Authorization"))
         found = token_check(raw) if raw else None
         if found is None:
-            return None
+            return super().__call__(request)
         bound = found[1]
         agent_id = request.resolver_match.kwargs.get("agent_id") if request.resolver_match else None
         if bound and bound != agent_id:
-            return None
+            # A good token, but not for this agent: 403 like the lean ASGI route, not 401.
+            raise HttpError(403, f"token: may only send heartbeats for {bound}")
         return found
 
 

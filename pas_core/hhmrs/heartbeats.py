@@ -9,11 +9,12 @@ Keys (under ``PAS_REDIS_PREFIX``):
 - ``hb:job:<job>`` the job's latest attempt id, for beats sent over HTTP by job id.
 - ``hb:agents``    hash: agent id -> epoch of its last beat (any job, or none).
 
-Every write is one pipeline (one round trip).
+Every write is one round trip (a pipeline or a Lua script).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -45,6 +46,25 @@ def hb_register(attempt_id: int, *, agent_id: str, job_id: str, now: float | Non
     pipe.execute()
 
 
+# One round trip, one command: refresh a supervised attempt's score and details. The
+# ZSCORE test comes first, so a late beat from an attempt that is no longer supervised
+# writes nothing at all (not even its details hash, which would then never expire).
+# KEYS: running zset, details hash, agents hash; ARGV: attempt id, now, agent id, then
+# field/value pairs for the details. Returns 1 (recorded) or 0 (not supervised).
+BEAT_LUA = """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], 'ts', ARGV[2], unpack(ARGV, 4))
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[2])
+return 1
+"""
+
+
+@functools.cache
+def _beat_script(client: Any) -> Any:
+    return client.register_script(BEAT_LUA)
+
+
 def hb_beat(
     attempt_id: int | str,
     *,
@@ -56,24 +76,21 @@ def hb_beat(
 ) -> bool:
     """Record a beat; return False when the attempt is no longer supervised.
 
-    ``ZADD XX`` only updates a member that exists: a late beat from an attempt TRON
-    already timed out can never bring it back.
+    Only a member that is still in the running set is updated: a late beat from an
+    attempt TRON already timed out can never bring it back. One command (a Lua script)
+    instead of a three-command pipeline: the client's own work per beat is what bounds
+    a process's beat rate, not Redis.
     """
     now = time.time() if now is None else now
-    details = rkey("hb", "a", attempt_id)
-    mapping: dict[str, Any] = {"ts": now}
+    fields: list[Any] = []
     if progress is not None:
-        mapping["progress"] = progress
+        fields += ["progress", progress]
     if message:
-        mapping["message"] = message[:500]
+        fields += ["message", message[:500]]
     if state:
-        mapping["state"] = state[:32]
-    pipe = redis_client().pipeline(transaction=False)
-    pipe.zadd(_running(), {str(attempt_id): now}, xx=True, ch=True)
-    pipe.hset(details, mapping=mapping)
-    pipe.hset(rkey("hb", "agents"), agent_id, now)
-    updated = pipe.execute()[0]
-    return bool(updated)
+        fields += ["state", state[:32]]
+    keys = [_running(), rkey("hb", "a", attempt_id), rkey("hb", "agents")]
+    return bool(_beat_script(redis_client())(keys=keys, args=[attempt_id, now, agent_id, *fields]))
 
 
 def hb_agent_beat(agent_id: str, *, now: float | None = None) -> None:
