@@ -11,9 +11,11 @@ import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.db import connection
 
 from pas_core.hhmrs import heartbeats, services, tron
@@ -363,3 +365,48 @@ def test_the_store_answers_only_the_overdue_members(redis: Any) -> None:
     overdue = heartbeats.hb_overdue(NOW - 60)
 
     assert overdue == [(90_000, OVERDUE), (90_001, OVERDUE), (90_002, OVERDUE)]
+
+
+@pytest.mark.django_db
+def test_the_sweeps_batch_writes_what_the_one_by_one_path_writes(
+    tree: Any, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    from pas_core.config import hhmrs_get
+    from pas_core.hhmrs import timeouts
+    from pas_core.models import CommsMessage
+
+    single = running_attempt("Dir-Code", last_beat=OVERDUE)
+    batch = running_attempt("Dir-Code", last_beat=OVERDUE)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.attempt_time_out(single.pk, now=NOW, last_beat=OVERDUE)
+        services.attempt_failure_handle(single.pk)
+        timeouts.attempts_time_out([(batch.pk, OVERDUE)], now=NOW, cfg=hhmrs_get())
+
+    def story(attempt: Attempt) -> list[tuple[Any, ...]]:
+        """The attempt's events and comms, with its own job and run ids blanked."""
+        ids = {attempt.job_id: "JOB", str(attempt.job.run_id): "RUN"}
+
+        def blank(value: Any) -> Any:
+            return ids.get(str(value), value)
+
+        rows: list[tuple[Any, ...]] = []
+        for e in Event.objects.filter(job_id=attempt.job_id).order_by("id"):
+            data = {k: blank(v) for k, v in e.data.items() if k != "timestamp"}
+            rows.append((e.event_type, e.agent_id, blank(e.run_id), blank(e.job_id), data))
+        for m in CommsMessage.objects.filter(run_id=str(attempt.job.run_id)).order_by("id"):
+            text = m.message.replace(attempt.job_id, "JOB")
+            meta = {k: blank(v) for k, v in m.metadata.items()}
+            rows.append((m.sender, m.recipient, m.kind, text, m.llm_model, m.status, meta))
+        return rows
+
+    # The same events, in the same order, with the same data; the same comms rows.
+    assert [r[0] for r in story(batch)[:2]] == ["hhmrs_timeout", "hhmrs_restart"]
+    assert story(batch) == story(single)
+    lines = "\n".join(
+        p.read_text() for p in (Path(settings.PAS_ARTIFACTS_DIR) / "logs").glob("*.txt")
+    )
+    for attempt in (single, batch):
+        # Each one's lines reached the day's file.
+        assert "|TRON|Architect|STATUS|Child timeout: Dir-Code (restart_count=0)|" in lines
+        assert f"re-sending {attempt.job_id} (restart 1/3, reason timeout)" in lines

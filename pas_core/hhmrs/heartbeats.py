@@ -109,6 +109,13 @@ def hb_unregister(attempt_id: int, *, job_id: str | None = None) -> bool:
     return bool(redis_client().zrem(_running(), str(attempt_id)))
 
 
+def hb_unregister_many(attempt_ids: list[int]) -> int:
+    """Stop supervising many attempts in one command; return how many were supervised."""
+    if not attempt_ids:
+        return 0
+    return int(redis_client().zrem(_running(), *map(str, attempt_ids)))
+
+
 def hb_overdue(cutoff: float, limit: int = 10_000) -> list[tuple[int, float]]:
     """Return ``(attempt id, last beat)`` for attempts whose last beat is <= ``cutoff``."""
     rows = redis_client().zrangebyscore(

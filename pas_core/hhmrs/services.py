@@ -69,38 +69,48 @@ def attempt_time_out(attempt_id: int, *, now: float, last_beat: float) -> Attemp
             heartbeats.hb_unregister(attempt_id)  # A stale entry: it ended otherwise.
             return None
         attempt = Attempt.objects.select_related("job", "agent", "agent__parent").get(pk=attempt_id)
-        job = attempt.job
-        parent_id, _ = _ids(attempt.agent)
-        last_seen = datetime.fromtimestamp(last_beat, tz=UTC)
-        event_emit(
-            "hhmrs_timeout",
-            {
-                "agent_id": attempt.agent_id,
-                "parent_id": parent_id,
-                "job_id": job.pk,
-                "run_id": str(job.run_id),
-                "restart_count": job.restart_count,
-                "last_seen": last_seen.isoformat(),
-                "timeout_duration_s": round(now - last_beat, 3),
-                "attempt": attempt.number,
-                "llm_model": attempt.model,
-                "message": f"{attempt.agent_id} missed heartbeats for {now - last_beat:.1f}s",
-            },
-        )
-        comms.comms_log(
-            sender="TRON",
-            recipient=parent_id or "PAS Root",
-            kind="STATUS",
-            message=f"Child timeout: {attempt.agent_id} (restart_count={job.restart_count})",
-            llm_model=attempt.model,
-            run_id=job.run_id,
-            status="timed_out",
-            metadata={"job_id": job.pk, "attempt": attempt.number},
-        )
+        data, line = timeout_notes(attempt, attempt.job, now=now, last_beat=last_beat)
+        event_emit("hhmrs_timeout", data)
+        comms.comms_log(**line)
         agent_status_set(attempt.agent_id, Agent.Status.TIMED_OUT)
         attempt_kill(attempt)
     heartbeats.hb_unregister(attempt_id, job_id=attempt.job_id)
     return attempt
+
+
+def timeout_notes(
+    attempt: Attempt, job: Job, *, now: float, last_beat: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return the ``hhmrs_timeout`` event's data and TRON's comms line for an attempt.
+
+    The line is ``comms_log``'s arguments. The sweep's batch (timeouts.py) writes both
+    in bulk; attempt_time_out writes them one by one: one source for their content.
+    """
+    parent_id, _ = _ids(attempt.agent)
+    last_seen = datetime.fromtimestamp(last_beat, tz=UTC)
+    data = {
+        "agent_id": attempt.agent_id,
+        "parent_id": parent_id,
+        "job_id": job.pk,
+        "run_id": str(job.run_id),
+        "restart_count": job.restart_count,
+        "last_seen": last_seen.isoformat(),
+        "timeout_duration_s": round(now - last_beat, 3),
+        "attempt": attempt.number,
+        "llm_model": attempt.model,
+        "message": f"{attempt.agent_id} missed heartbeats for {now - last_beat:.1f}s",
+    }
+    line = {
+        "sender": "TRON",
+        "recipient": parent_id or "PAS Root",
+        "kind": "STATUS",
+        "message": f"Child timeout: {attempt.agent_id} (restart_count={job.restart_count})",
+        "llm_model": attempt.model,
+        "run_id": job.run_id,
+        "status": "timed_out",
+        "metadata": {"job_id": job.pk, "attempt": attempt.number},
+    }
+    return data, line
 
 
 # -- the parent: restart or escalate ------------------------------------------------
@@ -154,36 +164,47 @@ def job_restart(
     count = job.restart_count + (1 if counted else 0)
     Job.objects.filter(pk=job.pk).update(restart_count=count)
     job.restart_count = count
-    parent_id, _ = _ids(job.agent)
     phase = current.phase if current is not None else Attempt.Phase.STEP
     number = (current.number + 1) if current is not None else 1
-    event_emit(
-        "hhmrs_restart",
-        {
-            "agent_id": job.agent_id,
-            "parent_id": parent_id,
-            "restart_count": count,
-            "max_restarts": cfg.max_restarts,
-            "job_id": job.pk,
-            "run_id": str(job.run_id),
-            "reason": reason,
-            "by": by or parent_id or "TRON",
-            "message": f"Restarting {job.agent_id} (attempt {number})",
-        },
-    )
-    comms.comms_log(
-        sender=parent_id or "TRON",
-        recipient=job.agent_id,
-        kind="STATUS",
-        message=f"Restarting {job.agent_id} and re-sending {job.pk} "
-        f"(restart {count}/{cfg.max_restarts}, reason {reason})",
-        llm_model=job.agent.current_model,
-        run_id=job.run_id,
-        status="restarting",
-        metadata={"job_id": job.pk, "by": by} if by else {"job_id": job.pk},
-    )
+    data, line = restart_notes(job, cfg=cfg, reason=reason, number=number, by=by)
+    event_emit("hhmrs_restart", data)
+    comms.comms_log(**line)
     agent_status_set(job.agent_id, Agent.Status.RESTARTING)
     return attempt_dispatch(job, phase=phase)
+
+
+def restart_notes(
+    job: Job, *, cfg: Hhmrs, reason: str, number: int, by: str = ""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return the ``hhmrs_restart`` event's data and the parent's comms line for a job.
+
+    ``job.restart_count`` already counts this restart; ``number`` is the new attempt's.
+    """
+    parent_id, _ = _ids(job.agent)
+    count = job.restart_count
+    data = {
+        "agent_id": job.agent_id,
+        "parent_id": parent_id,
+        "restart_count": count,
+        "max_restarts": cfg.max_restarts,
+        "job_id": job.pk,
+        "run_id": str(job.run_id),
+        "reason": reason,
+        "by": by or parent_id or "TRON",
+        "message": f"Restarting {job.agent_id} (attempt {number})",
+    }
+    line = {
+        "sender": parent_id or "TRON",
+        "recipient": job.agent_id,
+        "kind": "STATUS",
+        "message": f"Restarting {job.agent_id} and re-sending {job.pk} "
+        f"(restart {count}/{cfg.max_restarts}, reason {reason})",
+        "llm_model": job.agent.current_model,
+        "run_id": job.run_id,
+        "status": "restarting",
+        "metadata": {"job_id": job.pk, "by": by} if by else {"job_id": job.pk},
+    }
+    return data, line
 
 
 def job_escalate(job: Job, *, cfg: Hhmrs, reason: str) -> str:
