@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from celery import shared_task
+from celery.signals import worker_process_init
 
 log = logging.getLogger(__name__)
 
@@ -41,3 +42,11 @@ def notification_deliver(notification_id: int) -> dict[str, Any]:
     from .notify import notification_deliver as deliver
 
     return deliver(notification_id)
+
+
+@worker_process_init.connect
+def _warm_up(**_kwargs: Any) -> None:
+    """Import the step code (and the LLM SDK) when a worker child starts, not during
+    its first attempt: that import takes about a second and would count as step time."""
+    from .llm import faults, providers  # noqa: F401
+    from .runtime import roles  # noqa: F401
