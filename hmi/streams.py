@@ -82,13 +82,15 @@ def _parse_last_id(request: HttpRequest) -> int | None:
         return None
 
 
-def _events_after(after: int, limit: int) -> list[dict[str, Any]]:
+def _events_after(after: int, limit: int, before: int | None = None) -> list[dict[str, Any]]:
     from pas_core.models import Event
 
     close_old_connections()
     try:
-        rows = Event.objects.filter(id__gt=after).order_by("id")[:limit]
-        return [event_as_dict(e) for e in rows]
+        rows = Event.objects.filter(id__gt=after)
+        if before is not None:
+            rows = rows.filter(id__lt=before)
+        return [event_as_dict(e) for e in rows.order_by("id")[:limit]]
     finally:
         close_old_connections()
 
@@ -212,6 +214,34 @@ class _Subscription:
             await asyncio.sleep(0)
 
 
+async def _missed(after: int | None, before: int | None) -> list[dict[str, Any]]:
+    """Return stored events with ``after < id < before`` (None: no upper bound).
+
+    Pub/sub delivers at most once: while Redis restarts, or while this process's
+    subscription reconnects, published events reach nobody, yet they are stored. The
+    live loop therefore fills from the database every gap in the ids it receives (an
+    event committed out of order makes a gap too, and is then sent a little early:
+    the ``seen`` set drops its live copy), and looks for stored events it never got
+    whenever the stream is silent, so events lost at the end of a burst come too.
+    """
+    if after is None:
+        return []
+    return await sync_to_async(_events_after, thread_sensitive=False)(after, REPLAY_BATCH, before)
+
+
+async def _recovered(events: list[dict[str, Any]], *, hmi: str, nodes: bool) -> AsyncIterator[str]:
+    """Yield events recovered from the database, marked as replayed, then one refresh."""
+    for event in events:
+        yield sse_message(
+            _as_json(event, replay=True), event=event["event_type"], event_id=event["id"]
+        )
+    if hmi and events:
+        key = ("replay", events[0]["id"], events[-1]["id"])
+        html = await _fragments_for(key, events, nodes=nodes)
+        if html:
+            yield sse_message(html, event="hmi", event_id=events[-1]["id"])
+
+
 async def _stream(after: int | None, hmi: str) -> AsyncIterator[str]:
     nodes = hmi == "tree"
     sub = _Subscription()
@@ -256,14 +286,27 @@ async def _stream(after: int | None, hmi: str) -> AsyncIterator[str]:
                     yield sse_message(html, event="hmi", event_id=last)
         # From here on every event arrives live: a client (or a test) may rely on it.
         yield ": live\n\n"
+        last_sent = max(seen) if seen else after
         while True:
             message = pending.pop(0) if pending else await sub.next(KEEPALIVE_S)
             if message is None:
-                yield ": keep-alive\n\n"
+                # Silence: send what was stored but never reached us (see _missed).
+                missed = [e for e in await _missed(last_sent, None) if fresh(e["id"])]
+                async for chunk in _recovered(missed, hmi=hmi, nodes=nodes):
+                    yield chunk
+                last_sent = max([last_sent or 0, *(e["id"] for e in missed)])
+                if not missed:
+                    yield ": keep-alive\n\n"
                 continue
             if message.get("type") != "pas.event" or "id" not in message:
                 continue
             event_id = int(message["id"])
+            if last_sent is not None and event_id > last_sent + 1:
+                # A gap: fill it from the database first (see _missed).
+                missed = [e for e in await _missed(last_sent, event_id) if fresh(e["id"])]
+                async for chunk in _recovered(missed, hmi=hmi, nodes=nodes):
+                    yield chunk
+            last_sent = max(last_sent or 0, event_id)
             if not fresh(event_id):
                 continue  # Already sent by the replay.
             yield sse_message(_as_json(message), event=message["event_type"], event_id=event_id)
