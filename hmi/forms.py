@@ -96,6 +96,18 @@ def _number_field(key: str, kind: type, low: float | None, high: float | None) -
     return forms.FloatField(help_text=help_text, widget=forms.NumberInput(attrs=attrs))
 
 
+HHMRS_LABELS = {
+    "heartbeat_interval_s": "Heartbeat interval (s)",
+    "timeout_threshold_s": "Timeout threshold (s)",
+    "missed_heartbeat_threshold": "Missed heartbeats before timeout",
+    "max_restarts": "Max restarts (by the parent)",
+    "max_llm_retries": "Max model switches (by the grandparent)",
+    "enable_auto_restart": "Restart timed-out children automatically",
+    "enable_llm_switching": "Switch to the next model on escalation",
+    "sweep_interval_s": "TRON sweep interval (s)",
+}
+
+
 class HhmrsForm(SettingsSectionForm):
     section = "hhmrs"
 
@@ -106,6 +118,7 @@ class HhmrsForm(SettingsSectionForm):
                 self.fields[key] = forms.BooleanField(required=False)
             else:
                 self.fields[key] = _number_field(key, kind, low, high)
+            self.fields[key].label = HHMRS_LABELS.get(key, key)
 
 
 class ChimeForm(SettingsSectionForm):

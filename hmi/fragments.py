@@ -14,6 +14,8 @@ from typing import Any
 from django.db import close_old_connections
 from django.template.loader import render_to_string
 
+from pas_core.models import Agent
+
 from . import selectors
 
 _AGENT_KEYS = ("agent_id", "parent_id", "grandparent_id")
@@ -31,16 +33,36 @@ def touched_agents(event: dict[str, Any]) -> list[str]:
     return out
 
 
+def event_status(event: dict[str, Any]) -> str:
+    """Return the status an event says its agent was in, or "".
+
+    A fragment is rendered a moment after its event, when the agent may have moved on
+    (a timeout is followed at once by the restart): the node shows the status of the
+    event it answers, so the browser sees every step in order, and the last event's
+    status is the stored one (every status change emits ``agent_status``).
+    """
+    if event["event_type"] == "agent_status":
+        status = (event.get("data") or {}).get("status")
+        return status if status in Agent.Status.values else ""
+    return selectors.EVENT_STATUS.get(event["event_type"], "")
+
+
 def fragments_render(
-    agent_ids: Iterable[str], *, badges: dict[str, str] | None = None, tron: bool = False
+    agent_ids: Iterable[str],
+    *,
+    badges: dict[str, str] | None = None,
+    statuses: dict[str, str] | None = None,
+    tron: bool = False,
 ) -> str:
     """Render the out-of-band fragments for these agents (and the banner when ``tron``)."""
     badges = badges or {}
+    statuses = statuses or {}
     parts: list[str] = []
     agent_ids = list(agent_ids)
     if agent_ids:
         for agent_id, state in selectors.node_states(agent_ids).items():
             state.badge = badges.get(agent_id, "")
+            state.status_override = statuses.get(agent_id, "")
             parts.append(render_to_string("hmi/tree.html#node", {"node": state, "oob": True}))
     if tron:
         ctx = {"banner": selectors.interventions(), "counts": selectors.intervention_counts()}
@@ -65,15 +87,22 @@ def fragments_for_events(events: list[dict[str, Any]], *, nodes: bool = False) -
     try:
         agents: list[str] = []
         badges: dict[str, str] = {}
+        statuses: dict[str, str] = {}
         tron = False
         for event in events:
+            kind = event["event_type"]
             touched = touched_agents(event)
             agents += [a for a in touched if a not in agents]
             if touched:
-                badges[touched[0]] = selectors.BADGES.get(
-                    event["event_type"], event["event_type"].replace("_", " ")
+                status = event_status(event)
+                label = status if kind == "agent_status" and status else ""
+                badges[touched[0]] = (
+                    label.replace("_", " ") or selectors.BADGES.get(kind) or kind.replace("_", " ")
                 )
-            tron = tron or event["event_type"] in selectors.INTERVENTIONS
-        return fragments_render(agents if nodes else [], badges=badges, tron=tron)
+                if status:
+                    statuses[touched[0]] = status
+            tron = tron or kind in selectors.INTERVENTIONS
+        nodes_ids = agents if nodes else []
+        return fragments_render(nodes_ids, badges=badges, statuses=statuses, tron=tron)
     finally:
         close_old_connections()

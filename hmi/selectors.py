@@ -23,10 +23,17 @@ log = logging.getLogger(__name__)
 ACTIVE = (Job.Status.QUEUED, Job.Status.RUNNING, Job.Status.WAITING)
 INTERVENTIONS = ("hhmrs_timeout", "hhmrs_restart", "hhmrs_escalation", "hhmrs_failure")
 INTERVENTION_LABELS = {
-    "hhmrs_timeout": ("timeout", "⏱", "Timed out"),
+    "hhmrs_timeout": ("timeout", "◷", "Timed out"),
     "hhmrs_restart": ("restart", "↻", "Restart"),
     "hhmrs_escalation": ("escalation", "⇪", "Escalation"),
     "hhmrs_failure": ("failure", "✖", "Permanent failure"),
+}
+# The status an event says its agent is in at that moment.
+EVENT_STATUS = {
+    "hhmrs_timeout": Agent.Status.TIMED_OUT,
+    "hhmrs_restart": Agent.Status.RESTARTING,
+    "hhmrs_escalation": Agent.Status.ESCALATED,
+    "hhmrs_failure": Agent.Status.FAILED,
 }
 # Short words for the 5 s badge on the node an event touched.
 BADGES = {
@@ -67,11 +74,15 @@ class NodeState:
     max_switches: int = 3
     beat_epoch: float | None = None
     badge: str = ""
+    # The status an event announced, shown instead of the stored one (see fragments).
+    status_override: str = ""
     children: list[NodeState] = field(default_factory=list)
 
     @property
     def status(self) -> str:
-        return Agent.Status.DISABLED if not self.agent.enabled else self.agent.status
+        if not self.agent.enabled:
+            return Agent.Status.DISABLED
+        return self.status_override or self.agent.status
 
     @property
     def status_label(self) -> str:
@@ -144,7 +155,8 @@ def node_states(agent_ids: list[str] | None = None) -> dict[str, NodeState]:
             if attempt is not None and attempt.status == "running":
                 beat = attempt.last_heartbeat_at or attempt.started_at
                 state.beat_epoch = beat.timestamp() if beat else None
-        if state.active_jobs and agent_id in beats:
+        running = job is not None and job.status == Job.Status.RUNNING
+        if running and agent_id in beats:
             state.beat_epoch = max(state.beat_epoch or 0, beats[agent_id])
     return states
 

@@ -56,7 +56,7 @@
   function setConn(state, title) {
     var el = document.getElementById("conn");
     if (!el) return;
-    el.className = "conn " + state;
+    el.className = "conn conn-" + state;
     el.title = "live updates: " + title;
     document.body.dataset.stream = state;
   }

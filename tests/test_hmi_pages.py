@@ -448,3 +448,13 @@ def test_artifacts_are_served_safely(viewer: Any, settings: Any, run_with_jobs: 
     assert get("link").status_code == 404
     html = viewer.get(reverse("hmi:run-detail", args=[run_id])).content.decode()
     assert f"/runs/{run_id}/files/src/app.py" in html
+
+
+@pytest.mark.parametrize(
+    ("name", "tail"), [("hmi:events", "events-rows"), ("hmi:comms", "comms-rows")]
+)
+def test_a_refreshed_tail_stays_live(viewer: Any, name: str, tail: str) -> None:
+    # The tail replaces itself (outerHTML): the new one must listen again, filters kept.
+    html = viewer.get(reverse(name), {"agent": "Dir-Code", "partial": "rows"}).content.decode()
+    assert f'id="{tail}"' in html and 'data-refresh-on="hmi"' in html
+    assert "agent=Dir-Code&amp;partial=rows" in html

@@ -88,6 +88,13 @@ def notifications_read_all(request: HttpRequest) -> HttpResponse:
     return redirect("hmi:notifications")
 
 
+def _query(request: HttpRequest) -> str:
+    """Return the page's filters as a query string, without ``partial``."""
+    query = request.GET.copy()
+    query.pop("partial", None)
+    return query.urlencode()
+
+
 # -- events -----------------------------------------------------------------------
 
 
@@ -114,10 +121,10 @@ def events(request: HttpRequest) -> HttpResponse:
     ctx: dict[str, Any] = {
         "form": form,
         "events": _events(filters),
-        "query": request.GET.urlencode(),
+        "query": _query(request),
     }
     if request.GET.get("partial") == "rows":
-        return fragment(request, "hmi/events.html#rows", ctx)
+        return fragment(request, "hmi/events.html#rows", {**ctx, "live": True})
     types = Event.objects.values_list("event_type", flat=True).distinct().order_by("event_type")
     return page(request, "hmi/events.html", {**ctx, "types": list(types)})
 
@@ -141,9 +148,9 @@ def _comms(filters: dict[str, str]) -> list[CommsMessage]:
 def comms(request: HttpRequest) -> HttpResponse:
     form = CommsFilterForm(request.GET)
     filters = form.cleaned_data if form.is_valid() else {}
-    ctx: dict[str, Any] = {"form": form, "rows": _comms(filters), "query": request.GET.urlencode()}
+    ctx: dict[str, Any] = {"form": form, "rows": _comms(filters), "query": _query(request)}
     if request.GET.get("partial") == "rows":
-        return fragment(request, "hmi/comms.html#rows", ctx)
+        return fragment(request, "hmi/comms.html#rows", {**ctx, "live": True})
     today = timezone.now().date()
     ctx["today"] = today.isoformat()
     ctx["today_exists"] = comms_log.comms_path().exists()

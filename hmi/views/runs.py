@@ -22,7 +22,7 @@ from ..timeline import Span, timeline_build
 from .common import call, fragment, page, user_name
 
 RUNS_PAGE = 100
-LOG_ROWS = 200
+LOG_ROWS = 100
 
 
 def _runs_rows() -> dict[str, Any]:
