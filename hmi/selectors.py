@@ -146,17 +146,18 @@ def node_states(agent_ids: list[str] | None = None) -> dict[str, NodeState]:
             counted[job.agent_id] = job
     beats = _beats()
     for agent_id, state in states.items():
-        job = counted.get(agent_id)
-        if job is not None:
-            state.job_id = job.job_id
-            state.restarts = job.restart_count
-            state.switches = job.llm_failure_count
-            attempt = job.current_attempt
-            if attempt is not None and attempt.status == "running":
-                beat = attempt.last_heartbeat_at or attempt.started_at
-                state.beat_epoch = beat.timestamp() if beat else None
-        running = job is not None and job.status == Job.Status.RUNNING
-        if running and agent_id in beats:
+        found = counted.get(agent_id)
+        if found is None:
+            continue
+        state.job_id = found.job_id
+        state.restarts = found.restart_count
+        state.switches = found.llm_failure_count
+        attempt = found.current_attempt
+        if attempt is not None and attempt.status == "running":
+            beat = attempt.last_heartbeat_at or attempt.started_at
+            state.beat_epoch = beat.timestamp() if beat else None
+        # Only a job at work beats; a parent waiting for its children does not.
+        if found.status == Job.Status.RUNNING and agent_id in beats:
             state.beat_epoch = max(state.beat_epoch or 0, beats[agent_id])
     return states
 

@@ -39,6 +39,7 @@ from channels.layers import get_channel_layer
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.views.decorators.http import require_GET
 
 from pas_core.events import GROUP, event_as_dict
@@ -324,7 +325,7 @@ async def _stream(after: int | None, hmi: str) -> AsyncIterator[str]:
 
 
 @require_GET
-async def event_stream(request: HttpRequest) -> HttpResponse:
+async def event_stream(request: HttpRequest) -> HttpResponseBase:
     """Stream events to a logged-in user or a bearer token; 401 otherwise."""
     user = await request.auser()
     if not user.is_authenticated:

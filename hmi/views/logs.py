@@ -55,7 +55,7 @@ def job_retry(request: HttpRequest, job_id: str) -> HttpResponse:
             )
             return redirect("hmi:retry")
     else:
-        errors = {k: "; ".join(v) for k, v in form.errors.items()}
+        errors = {k: "; ".join(str(e) for e in v) for k, v in form.errors.items()}
     jobs = _retry_jobs()
     listed = any(j.job_id == job_id for j in jobs)
     ctx = {"jobs": jobs, "errors": errors, "error_job": job_id, "error_listed": listed}

@@ -72,7 +72,7 @@ def _actions(
         "errors": errors or {},
         "message": message,
     }
-    if request.htmx:
+    if request.headers.get("HX-Request") == "true":  # (django-htmx's request.htmx)
         return fragment(request, "hmi/agent_actions.html#actions", ctx, status=status)
     if status == 200 and request.method == "POST":
         messages.success(request, message)
