@@ -8,7 +8,7 @@ import time
 
 from ..config import hhmrs_get
 from ..redis import redis_client, rkey
-from . import heartbeats, policy, timeouts
+from . import heartbeats, policy, services, timeouts
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,14 @@ def sweep(now: float | None = None) -> int:
 
 def _sweep(now: float) -> int:
     cfg = hhmrs_get()
-    if redis_client().set(rkey("tron", "reconciled"), 1, nx=True, ex=RECONCILE_EVERY_S):
-        reconcile(now, cfg)
+    client = redis_client()
+    # No epoch key: this Redis is new, or came back empty (a restart without
+    # persistence): every message sent before is gone. Reconcile now, in a hurry.
+    emptied = not client.exists(rkey("tron", "epoch"))
+    if emptied or client.set(rkey("tron", "reconciled"), 1, nx=True, ex=RECONCILE_EVERY_S):
+        reconcile(now, cfg, emptied=emptied)
+        if emptied:
+            client.set(rkey("tron", "epoch"), now)
     overdue = [
         (attempt_id, last_beat)
         for attempt_id, last_beat in heartbeats.hb_overdue(policy.overdue_cutoff(now, cfg))
@@ -47,14 +53,25 @@ def _sweep(now: float) -> int:
     return timeouts.attempts_time_out(overdue, now=now, cfg=cfg) if overdue else 0
 
 
-def reconcile(now: float, cfg: object) -> dict[str, int]:
+# After Redis came back empty, queued attempts older than this are sent again at once
+# (younger ones were most likely sent to the new Redis).
+EMPTIED_GRACE_S = 5.0
+# A failed attempt whose failure no handler took up after this is handled here.
+ORPHAN_AFTER_S = 10.0
+
+
+def reconcile(now: float, cfg: object, *, emptied: bool = False) -> dict[str, int]:
     """Repair what Redis lost (a restart without persistence), every few seconds.
 
     - A running attempt missing from the store goes back in with its last beat from
       the database: a live one beats again and stays, a dead one times out as usual.
     - A queued attempt never started long after it was sent lost its message (or
       waits behind a backlog): it is sent again. The start is a conditional update,
-      so a duplicate message does nothing.
+      so a duplicate message does nothing. ``emptied`` (Redis came back empty, so
+      every message sent before is gone): after a few seconds instead of 3 timeouts.
+    - A job whose current attempt failed but whose failure was never handled (the
+      handler's message could not be sent: Redis was away) is handled here. Handling
+      is idempotent (the job row is locked, the attempt must still be current).
     """
     from datetime import UTC, datetime, timedelta
 
@@ -74,7 +91,8 @@ def reconcile(now: float, cfg: object) -> dict[str, int]:
             seen = stamp.timestamp() if stamp is not None else now
             heartbeats.hb_register(pk, agent_id=agent_id, job_id=job_id, now=seen)
             repaired += 1
-    stale = datetime.fromtimestamp(now, tz=UTC) - timedelta(seconds=max(30.0, 3 * timeout))
+    wait_s = EMPTIED_GRACE_S if emptied else max(30.0, 3 * timeout)
+    stale = datetime.fromtimestamp(now, tz=UTC) - timedelta(seconds=wait_s)
     resent = 0
     for attempt in Attempt.objects.filter(status=Attempt.Status.QUEUED, created_at__lt=stale):
         if redis_client().set(
@@ -82,8 +100,34 @@ def reconcile(now: float, cfg: object) -> dict[str, int]:
         ):
             attempt_send(attempt)
             resent += 1
-    if repaired or resent:
+    orphans = _orphans_handle(datetime.fromtimestamp(now - ORPHAN_AFTER_S, tz=UTC))
+    if repaired or resent or orphans:
         log.warning(
-            "TRON reconciled: %s running re-registered, %s queued re-sent", repaired, resent
+            "TRON reconciled: %s running re-registered, %s queued re-sent, "
+            "%s unhandled failures handled",
+            repaired,
+            resent,
+            orphans,
         )
-    return {"running": repaired, "queued": resent}
+    return {"running": repaired, "queued": resent, "failures": orphans}
+
+
+def _orphans_handle(before: object) -> int:
+    """Handle failed current attempts of open jobs that ended before ``before``."""
+    from ..models import Attempt, Job
+
+    ended = [Attempt.Status.ERRORED, Attempt.Status.TIMED_OUT, Attempt.Status.KILLED]
+    ids = list(
+        Job.objects.filter(
+            status__in=[Job.Status.QUEUED, Job.Status.RUNNING],
+            current_attempt__status__in=ended,
+            current_attempt__finished_at__lt=before,
+        ).values_list("current_attempt_id", flat=True)[:100]
+    )
+    handled = 0
+    for attempt_id in ids:
+        try:
+            handled += services.attempt_failure_handle(attempt_id) != "handled"
+        except Exception:  # noqa: BLE001 - one bad job must not stop the sweep
+            log.exception("handling the failure of attempt %s failed", attempt_id)
+    return handled
