@@ -60,6 +60,8 @@ def test_events_from_another_process_change_the_node_and_the_banner(
     banner.wait_for(state="visible", timeout=10_000)
     assert "Dir-Code missed 2 heartbeats" in banner.inner_text()
     assert page.locator('[data-counter="timeout"]').inner_text() == "1"
+    # tron_chime: on by default for timeouts, "ping" at volume 50 (Web Audio, no files).
+    page.wait_for_function("PAS.lastChime && PAS.lastChime.sound === 'ping'", timeout=5_000)
 
     django_shell(
         proc_env(),
