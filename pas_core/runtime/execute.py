@@ -184,6 +184,7 @@ def _run_step(attempt: Attempt, beat: heartbeats.Beater) -> Delegate | Complete:
                 "job_id": job.pk,
                 "kind": fault,
                 "attempt": attempt.number,
+                "message": f"{attempt.agent_id}: injected {fault} (attempt {attempt.number})",
             },
         )
         if fault != "bad_output":
@@ -209,28 +210,42 @@ def _run_step(attempt: Attempt, beat: heartbeats.Beater) -> Delegate | Complete:
 
 
 def attempt_finish(attempt: Attempt, outcome: Delegate | Complete) -> bool:
-    """Record a step's outcome if the attempt is still the winner; return whether it was."""
-    job = attempt.job
+    """Record a step's outcome if the attempt is still the winner; return whether it was.
+
+    A fenced-off attempt (no longer the job's current one) ends ``killed`` with its
+    result discarded. An AttemptError raised while recording (e.g. a card naming an
+    unknown agent) rolls everything back, the attempt still ``running``.
+    """
     with transaction.atomic():
-        won = Attempt.objects.filter(pk=attempt.pk, status=Attempt.Status.RUNNING).update(
-            status=Attempt.Status.SUCCEEDED, finished_at=timezone.now(), progress=1.0
-        )
-        if won != 1:
-            return False  # Timed out or killed meanwhile: its result is discarded.
+        # The job row is locked before the attempt row is written, in the order the
+        # supervision services take them: the reverse order can deadlock on PostgreSQL.
         job = (
             Job.objects.select_for_update(of=("self",))
             .select_related("agent", "run", "parent")
-            .get(pk=job.pk)
+            .get(pk=attempt.job_id)
         )
-        if job.current_attempt_id != attempt.pk:
-            return False
-        if isinstance(outcome, Delegate) and outcome.children:
-            _delegate(job, attempt, outcome.children)
-        else:
-            result = outcome.result if isinstance(outcome, Complete) else {}
-            job_succeed(job, attempt, result)
+        current = job.current_attempt_id == attempt.pk
+        running = Attempt.objects.filter(pk=attempt.pk, status=Attempt.Status.RUNNING)
+        if current:
+            ended = running.update(
+                status=Attempt.Status.SUCCEEDED, finished_at=timezone.now(), progress=1.0
+            )
+        else:  # Never "succeeded": nothing it produced was recorded.
+            ended = running.update(
+                status=Attempt.Status.KILLED,
+                finished_at=timezone.now(),
+                error_kind="killed",
+                error="superseded by a newer attempt; its result was discarded",
+            )
+        if current and ended == 1:
+            if isinstance(outcome, Delegate) and outcome.children:
+                _delegate(job, attempt, outcome.children)
+            else:
+                result = outcome.result if isinstance(outcome, Complete) else {}
+                job_succeed(job, attempt, result)
     heartbeats.hb_unregister(attempt.pk, job_id=job.pk)
-    return True
+    # Timed out or killed meanwhile, or fenced off: the result is discarded.
+    return current and ended == 1
 
 
 def _delegate(job: Job, attempt: Attempt, children: list[ChildCard]) -> None:
