@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -300,7 +301,26 @@ def settings_import(path: Path | str | None = None) -> dict[str, Any]:
     try:
         return document_save(doc)
     except SettingsError as exc:
-        raise SettingsError({f"{source}: {k}": v for k, v in exc.errors.items()}) from None
+        errors = {}
+        for key, reason in exc.errors.items():
+            line = _line_of(text, key)
+            errors[f"{source} line {line}: {key}" if line else f"{source}: {key}"] = reason
+        raise SettingsError(errors) from None
+
+
+def _line_of(text: str, dotted: str) -> int | None:
+    """Return the line (1-based) of a settings key such as ``hhmrs.max_restarts``.
+
+    The key of each level is looked for after the line of the level above, so the
+    same name in two sections is told apart; None when a level is not in the text.
+    """
+    pos = 0
+    for part in dotted.split("."):
+        found = re.compile(r'"' + re.escape(part) + r'"\s*:').search(text, pos)
+        if found is None:
+            return None
+        pos = found.start()
+    return text.count("\n", 0, pos) + 1
 
 
 def sweep_schedule(interval_s: float) -> None:

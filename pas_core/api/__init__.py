@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings as django_settings  # `settings` is our submodule
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, ValidationError
@@ -64,6 +66,18 @@ def validation_error(request: HttpRequest, exc: ValidationError):  # type: ignor
         errors.append({"field": ".".join(loc) or "body", "message": err.get("msg", "invalid")})
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return api.create_response(request, {"detail": detail, "errors": errors}, status=422)
+
+
+@api.exception_handler(RequestDataTooBig)
+def body_too_big(request: HttpRequest, exc: RequestDataTooBig):  # type: ignore[no-untyped-def]
+    """413 in the API's shape, not Django's HTML 400 page (found by the bad-input drill)."""
+    limit = django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    message = f"larger than {limit} bytes"
+    return api.create_response(
+        request,
+        {"detail": f"body: {message}", "errors": [{"field": "body", "message": message}]},
+        status=413,
+    )
 
 
 @api.exception_handler(AuthenticationError)
