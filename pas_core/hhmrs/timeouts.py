@@ -216,19 +216,26 @@ class _Notes:
 
 
 def _publish(events: list[Event], messages: list[CommsMessage]) -> None:
+    """Publish the events and append the comms lines; never raise.
+
+    The re-sends registered after this on commit must still go out.
+    """
     for event in events:
         event_publish(event)
     by_file: dict[Path, list[str]] = {}
     for msg in messages:
         by_file.setdefault(comms.comms_path(msg.ts), []).append(comms.comms_line(msg) + "\n")
     for path, lines in by_file.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # One O_APPEND write, as comms_log does per line: other writers never interleave.
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, "".join(lines).encode())
-        finally:
-            os.close(fd)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # One O_APPEND write, as comms_log does per line: other writers never interleave.
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, "".join(lines).encode())
+            finally:
+                os.close(fd)
+        except OSError:
+            log.warning("could not append %s comms lines to %s", len(lines), path, exc_info=True)
 
 
 def _agents_status(rows: Iterable[Attempt | Job], status: str) -> None:
