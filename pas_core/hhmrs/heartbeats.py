@@ -129,6 +129,14 @@ def hb_last(attempt_id: int) -> float | None:
     return None if score is None else float(score)
 
 
+def hb_last_many(attempt_ids: list[int]) -> list[float | None]:
+    """Return each attempt's last beat (None when not supervised), in one round trip."""
+    if not attempt_ids:
+        return []
+    scores = redis_client().zmscore(_running(), [str(a) for a in attempt_ids])
+    return [None if score is None else float(score) for score in scores]
+
+
 def hb_job_attempt(job_id: str) -> int | None:
     value = redis_client().get(rkey("hb", "job", job_id))
     return None if value is None else int(value)
