@@ -104,8 +104,10 @@ def test_a_logged_in_session_opens_the_hmi_and_the_api(user_client: Any, tree: A
     assert user_client.get("/api/agents").status_code == 200
 
 
-def test_the_openapi_document_is_served(client: Any) -> None:
-    response = client.get("/api/openapi.json")
+def test_the_openapi_document_is_served(client: Any, api_token: str) -> None:
+    # Like the rest of the API, only to a session or a full token.
+    assert client.get("/api/openapi.json").status_code == 401
+    response = client.get("/api/openapi.json", HTTP_AUTHORIZATION=f"Bearer {api_token}")
 
     assert response.status_code == 200
     doc = response.json()

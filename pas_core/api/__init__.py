@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from django.conf import settings as django_settings  # `settings` is our submodule
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
-from ninja.errors import AuthenticationError, ValidationError
+from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import APIKeyCookie, HttpBearer
 
-from ..auth import token_check
+from ..auth import bearer, token_check
 
 
 class SessionAuth(APIKeyCookie):
@@ -31,9 +33,23 @@ class SessionAuth(APIKeyCookie):
 
     def authenticate(self, request: HttpRequest, key: str | None) -> Any:
         user = getattr(request, "user", None)
-        if user is not None and user.is_authenticated:
-            return user
-        return None
+        if user is None or not user.is_authenticated:
+            return None
+        if request.method not in ("GET", "HEAD", "OPTIONS") and not user_may_act(user):
+            if request.headers.get("Authorization"):
+                return None  # A bearer token may still allow it.
+            # A viewer reads; only operators act (DESIGN section 10), here as in the HMI.
+            raise HttpError(403, "operators only: a viewer may read but not act")
+        return user
+
+
+def user_may_act(user: Any) -> bool:
+    """Return whether a logged-in user may act: a superuser or a member of ``operators``."""
+    from ..bootstrap import OPERATORS
+
+    if not user.is_active:
+        return False
+    return bool(user.is_superuser or user.groups.filter(name=OPERATORS).exists())
 
 
 class TokenAuth(HttpBearer):
@@ -47,12 +63,34 @@ class TokenAuth(HttpBearer):
         return found
 
 
+def docs_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The schema and its docs page, like every other API path: a session or a full token.
+
+    An anonymous caller (or an agent-bound token, which may only send heartbeats) gets
+    401, as anywhere else in the API. Found by the security drill (tests/drills).
+    """
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        user = getattr(request, "user", None)
+        raw = bearer(request.headers.get("Authorization"))
+        found = token_check(raw) if raw else None
+        if (user is None or not user.is_authenticated) and (found is None or found[1]):
+            return JsonResponse({"detail": "authentication required"}, status=401)
+        if request.method not in ("GET", "HEAD"):
+            return JsonResponse({"detail": "method: only GET reads the schema"}, status=405)
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
 api = NinjaAPI(
     title="PAS control plane",
     version="1.0",
     urls_namespace="api",
     auth=[SessionAuth(), TokenAuth()],
     docs_url="/docs",
+    docs_decorator=docs_login_required,
     openapi_url="/openapi.json",
 )
 
