@@ -33,21 +33,29 @@ def default_tree() -> list[dict[str, Any]]:
 
 
 def tree_load(agents: list[dict[str, Any]], report: BootstrapReport) -> None:
-    """Create missing agents and repair structure; never reset a live model or status."""
+    """Create missing agents and repair the structure (role, lane, parent, order).
+
+    Models are set when an agent is created and never after: an operator's choice of
+    primary and fallbacks (admin, Settings) survives every later bootstrap, and so do
+    the live current model and status.
+    """
     for position, spec in enumerate(agents):
         defaults = {
             "role": spec["role"],
             "lane": spec.get("lane", ""),
             "parent_id": spec.get("parent"),
             "description": spec.get("description", ""),
-            "primary_model": spec.get("primary_model", ""),
-            "fallback_models": spec.get("fallback_models", []),
             "position": position,
         }
         agent = Agent.objects.filter(agent_id=spec["agent_id"]).first()
         if agent is None:
+            primary = spec.get("primary_model", "")
             Agent.objects.create(
-                agent_id=spec["agent_id"], current_model=defaults["primary_model"], **defaults
+                agent_id=spec["agent_id"],
+                primary_model=primary,
+                fallback_models=spec.get("fallback_models", []),
+                current_model=primary,
+                **defaults,
             )
             report.agents_created.append(spec["agent_id"])
             continue

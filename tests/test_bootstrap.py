@@ -202,3 +202,19 @@ def test_it_creates_the_settings_row_and_exports_the_file(settings: Any) -> None
     assert (row.heartbeat_interval_s, row.timeout_threshold_s, row.max_restarts) == (30, 60, 3)
     assert row.tron_chime["sound"] == "ping"
     assert (settings.PAS_ARTIFACTS_DIR / "pas_settings.json").exists()
+
+
+@pytest.mark.django_db
+def test_it_keeps_an_operators_model_choice(settings, tmp_path) -> None:
+    settings.BASE_DIR = tmp_path
+    bootstrap()
+    Agent.objects.filter(agent_id="Dir-Code").update(
+        primary_model="ollama/llama3.1:8b", fallback_models=["openai/gpt-4.1-mini"]
+    )
+
+    bootstrap()
+
+    code = Agent.objects.get(agent_id="Dir-Code")
+    # Bootstrap repairs structure, not an operator's choice of models.
+    assert code.primary_model == "ollama/llama3.1:8b"
+    assert code.fallback_models == ["openai/gpt-4.1-mini"]
