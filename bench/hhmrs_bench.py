@@ -247,29 +247,41 @@ def bench_beats_http(box: Sandbox, seconds: float, connections: int) -> None:
     token, _ = token_create(name="bench-http")
     requests = [_beat_request(a.agent_id, a.job_id, token) for a in attempts]
 
+    def load(port: int, latencies: list[float], codes: dict[int, int]) -> float:
+        async def clients() -> None:
+            await asyncio.gather(
+                *[
+                    _http_client(port, requests[i::connections], seconds, latencies, codes)
+                    for i in range(connections)
+                ]
+            )
+
+        start = time.perf_counter()
+        asyncio.run(clients())
+        return time.perf_counter() - start
+
+    # Daphne's own ceiling here: the same server and client, an app that answers at once.
+    bare = procs.daphne_server(box.env, log_dir=box.tmp / "procs")
+    bare.argv[-1] = "_bare_asgi:application"
+    bare.env["PYTHONPATH"] = str(Path(__file__).resolve().parent)
+    with bare:
+        ceiling: list[float] = []
+        elapsed = load(bare.port, ceiling, {})
+        ceiling_rate = len(ceiling) / elapsed
+
     with procs.daphne_server(box.env, log_dir=box.tmp / "procs") as server:
-        # Warm up: the token and agent caches, the Redis pool, the script's SHA.
+        # Warm up: the token and agent caches, the Redis connection, the script's SHA.
         warm: list[float] = []
         asyncio.run(_http_client(server.port, requests, 0.5, warm, {}))
         latencies: list[float] = []
         codes: dict[int, int] = {}
-
-        async def load() -> None:
-            await asyncio.gather(
-                *[
-                    _http_client(server.port, requests[i::connections], seconds, latencies, codes)
-                    for i in range(connections)
-                ]
-            )
 
         from pas_core.redis import redis_client
 
         redis_pid = int(redis_client().info("server")["process_id"])
         server_cpu, client_cpu = _cpu_seconds(server.pid), time.process_time()
         redis_cpu = _cpu_seconds(redis_pid)
-        start = time.perf_counter()
-        asyncio.run(load())
-        elapsed = time.perf_counter() - start
+        elapsed = load(server.port, latencies, codes)
         server_cpu = _cpu_seconds(server.pid) - server_cpu
         client_cpu = time.process_time() - client_cpu
         redis_cpu = _cpu_seconds(redis_pid) - redis_cpu
@@ -280,6 +292,10 @@ def bench_beats_http(box: Sandbox, seconds: float, connections: int) -> None:
         f"{rate:,.0f}",
         ">= 3,000",
         rate >= 3000,
+    )
+    record(
+        "  Daphne alone, answering at once (the ceiling here)",
+        f"{ceiling_rate:,.0f}/s ({rate / ceiling_rate:.0%} of it)",
     )
     record(
         "  latency p50 / p95",

@@ -82,6 +82,19 @@ class _Connection:
         self.waiters: deque[asyncio.Future[Any]] = deque()
         self.task: asyncio.Task[None] | None = None
         self.open = True
+        # Commands of one turn of the event loop, written together: one send() for
+        # every request that arrived in that turn instead of one each.
+        self.pending: list[bytes] = []
+
+    def flush(self) -> None:
+        data, self.pending = b"".join(self.pending), []
+        if self.open:
+            self.writer.write(data)
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError("the heartbeat store did not answer in time"))
 
 
 class _RedisPipe:
@@ -150,10 +163,18 @@ class _RedisPipe:
 
     async def _command(self, *args: bytes | str | int | float) -> Any:
         conn = self.conn if self.conn is not None and self.conn.open else await self._connect()
-        waiter = asyncio.get_running_loop().create_future()
-        conn.waiters.append(waiter)
-        conn.writer.write(_pack(*args))
-        return await asyncio.wait_for(waiter, COMMAND_TIMEOUT_S)
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        conn.waiters.append(waiter)  # Replies come back in the order commands were queued.
+        if not conn.pending:
+            loop.call_soon(conn.flush)
+        conn.pending.append(_pack(*args))
+        # A plain timer, not wait_for: it costs a third as much, on the hottest path.
+        timer = loop.call_later(COMMAND_TIMEOUT_S, _expire, waiter)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
 
     async def __call__(self, args: list[Any]) -> Any:
         reply = await self._command(b"EVALSHA", self.sha, 0, *args)
