@@ -30,7 +30,9 @@ if not CHROMIUM.exists():
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: while Playwright runs, this thread has a running event
+# loop, and every later test calling asyncio.run() (test_heartbeat_http) would fail.
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
