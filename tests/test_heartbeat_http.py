@@ -9,6 +9,7 @@ does not: that header tells the two apart.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import time
 import uuid
@@ -270,7 +271,10 @@ def test_the_lean_route_reconnects_after_losing_its_redis_connection(
         after = [await beat(front) for _ in range(3)]
         return before, killed, after
 
-    before, killed, after = asyncio.run(scenario())
+    # In a thread of its own: Playwright's sync API (tests/browser, package-scoped)
+    # leaves an event loop marked running in this thread.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        before, killed, after = pool.submit(asyncio.run, scenario()).result()
 
     assert before == [202] * 3
     assert killed == 1  # One shared connection for every beat.
