@@ -56,6 +56,7 @@ drills: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy pas_core hmi
 
 # Files starting with "_" are helpers, not benchmarks.
 bench: $(STAMP)
