@@ -84,6 +84,15 @@ def docs_login_required(view: Callable[..., HttpResponse]) -> Callable[..., Http
     return wrapped
 
 
+def request_actor(request: HttpRequest) -> str:
+    """Return who made an API request, for events and comms: a user name or a token."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return user.get_username()
+    token = getattr(request, "pas_token_id", None)
+    return f"token:{token}" if token else "api"
+
+
 api = NinjaAPI(
     title="PAS control plane",
     version="1.0",

@@ -10,6 +10,7 @@ from pydantic import ConfigDict
 
 from ..llm.faults import MAX_COUNT, fault_as_dict, fault_inject, faults_clear, faults_pending
 from ..models import Agent
+from . import request_actor
 from .errors import refusal
 
 router = Router(tags=["faults"])
@@ -21,14 +22,6 @@ class FaultIn(Schema):
     kind: Literal["hang", "crash", "error", "slow", "bad_output"]
     count: int = Field(1, ge=1, le=MAX_COUNT)
     model: str | None = Field(None, max_length=128)
-
-
-def _who(request: HttpRequest) -> str:
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated:
-        return user.get_username()
-    token = getattr(request, "pas_token_id", None)
-    return f"token:{token}" if token else "api"
 
 
 def _unknown(agent_id: str) -> dict[str, Any]:
@@ -45,7 +38,11 @@ def fault_create(request: HttpRequest, agent_id: str, payload: FaultIn) -> Any:
         return Status(404, _unknown(agent_id))
     try:
         fault = fault_inject(
-            agent_id, payload.kind, payload.count, model=payload.model or "", by=_who(request)
+            agent_id,
+            payload.kind,
+            payload.count,
+            model=payload.model or "",
+            by=request_actor(request),
         )
     except ValueError as exc:
         return Status(422, refusal(exc))
@@ -72,4 +69,4 @@ def fault_list(request: HttpRequest, agent_id: str) -> Any:
 def fault_clear(request: HttpRequest, agent_id: str) -> Any:
     if not Agent.objects.filter(agent_id=agent_id).exists():
         return Status(404, _unknown(agent_id))
-    return Status(200, {"cleared": faults_clear(agent_id, by=_who(request))})
+    return Status(200, {"cleared": faults_clear(agent_id, by=request_actor(request))})

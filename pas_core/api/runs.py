@@ -11,6 +11,7 @@ from pydantic import ConfigDict
 
 from ..models import Job, Run
 from ..runtime.service import SubmitError, run_submit
+from . import request_actor
 from .errors import refusal
 
 router = Router(tags=["runs"])
@@ -32,14 +33,6 @@ class RetryIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, max_length=128)
-
-
-def _who(request: HttpRequest) -> str:
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated:
-        return user.get_username()
-    token = getattr(request, "pas_token_id", None)
-    return f"token:{token}" if token else "api"
 
 
 def lane_states(run: Run) -> dict[str, str]:
@@ -101,7 +94,7 @@ def run_as_dict(run: Run, *, detail: bool = False) -> dict[str, Any]:
 @router.post("", response={202: dict, 422: dict, 503: dict}, summary="Submit a Prime Directive")
 def runs_create(request: HttpRequest, payload: DirectiveIn) -> Any:
     try:
-        run = run_submit(**payload.dict(), submitted_by=_who(request))
+        run = run_submit(**payload.dict(), submitted_by=request_actor(request))
     except SubmitError as exc:
         return exc.status, refusal(exc)
     return 202, {"run_id": str(run.run_id), "status": "queued"}
@@ -143,7 +136,7 @@ def runs_retry(request: HttpRequest, run_id: str) -> Any:
     if _run_or_none(run_id) is None:
         return 404, {"detail": f"run_id: no run {run_id}"}
     try:
-        jobs = run_retry(run_id, by=_who(request))
+        jobs = run_retry(run_id, by=request_actor(request))
     except ValueError as exc:
         return 409, refusal(exc)
     return 202, {"status": "retrying", "run_id": run_id, "jobs": [j.job_id for j in jobs]}
@@ -163,7 +156,7 @@ def job_retry(
     if run is None or not Job.objects.filter(pk=job_id, run=run).exists():
         return 404, {"detail": f"job_id: no job {job_id} in run {run_id}"}
     try:
-        job = retry(job_id, model=payload.model if payload else None, by=_who(request))
+        job = retry(job_id, model=payload.model if payload else None, by=request_actor(request))
     except ValueError as exc:
         return 409, refusal(exc)
     return 202, {"status": "retrying", "job_id": job.job_id, "llm_model": job.agent.current_model}

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .providers import LlmReply
-from .schemas import LANES, SCHEMA_MARKER, json_extract
+from .schemas import LANES, SCHEMA_MARKER, json_extract, paths_of
 
 PRODUCED_BY = "offline-planner"
 HEADER = "Produced by the PAS offline planner (not an LLM)"
@@ -154,18 +154,9 @@ def _architect(inp: dict[str, Any]) -> dict[str, Any]:
     return {"executive_summary": summary, "lane_allocations": allocations}
 
 
-def _paths(items: Any) -> list[str]:
-    out = []
-    for item in items or []:
-        path = item.get("path") if isinstance(item, dict) else item
-        if path:
-            out.append(str(path))
-    return out
-
-
 def _director(inp: dict[str, Any]) -> dict[str, Any]:
     managers = [str(m) for m in inp.get("managers") or []] or ["Mgr-01"]
-    artifacts = _paths(inp.get("expected_artifacts"))
+    artifacts = paths_of(inp.get("expected_artifacts"))
     acceptance = inp.get("acceptance") or []
     task = str(inp.get("task") or "")
     # About two artifacts per manager: a small task stays with one manager.
@@ -190,7 +181,7 @@ def _director(inp: dict[str, Any]) -> dict[str, Any]:
 
 def _manager(inp: dict[str, Any]) -> dict[str, Any]:
     programmers = [str(p) for p in inp.get("programmers") or []] or ["Prog-01"]
-    files = _paths(inp.get("files")) or _paths(inp.get("expected_artifacts"))
+    files = paths_of(inp.get("files")) or paths_of(inp.get("expected_artifacts"))
     files = files or [f"notes/{slug_for(str(inp.get('task') or ''))}.md"]
     task = str(inp.get("task") or "")
     return {
@@ -268,7 +259,7 @@ def file_content(path: str, task: str, title: str) -> str:
 def _programmer(inp: dict[str, Any]) -> dict[str, Any]:
     task = str(inp.get("task") or "")
     title = str(inp.get("title") or "")
-    files = _paths(inp.get("files")) or [f"notes/{slug_for(task)}.md"]
+    files = paths_of(inp.get("files")) or [f"notes/{slug_for(task)}.md"]
     return {
         "files": [{"path": p, "content": file_content(p, task, title)} for p in files],
         "summary": f"{HEADER}: wrote {len(files)} placeholder file(s): {', '.join(files)}",

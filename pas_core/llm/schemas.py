@@ -249,3 +249,13 @@ def schema_instructions(schema: type[BaseModel]) -> str:
         "Reply with ONE JSON object and nothing else, shaped like this example:\n"
         f"{example}\n{SCHEMA_MARKER} {name}"
     )
+
+
+def paths_of(items: Any) -> list[str]:
+    """Return the paths of ``[{"path": ...}]`` or ``["..."]`` items, skipping empty ones."""
+    out = []
+    for item in items or []:
+        path = item.get("path") if isinstance(item, dict) else item
+        if path:
+            out.append(str(path))
+    return out

@@ -27,6 +27,7 @@ from ..llm.schemas import (
     ManagerPlan,
     ProgrammerOutput,
     parse_json,
+    paths_of,
     schema_instructions,
 )
 from ..models import Agent, Job, Role
@@ -157,15 +158,6 @@ def _inside(base: Path, rel: str) -> Path:
     return target
 
 
-def _paths(items: Any) -> list[str]:
-    out = []
-    for item in items or []:
-        path = item.get("path") if isinstance(item, dict) else item
-        if path:
-            out.append(str(path))
-    return out
-
-
 def _remap(wanted: str, allowed: list[str], index: int) -> str:
     """Return ``wanted`` if allowed, else the round-robin pick (LLMs invent ids)."""
     return wanted if wanted in allowed else allowed[index % len(allowed)]
@@ -270,7 +262,7 @@ def _director_step(ctx: StepContext) -> Delegate:
         m["tasks"].append(task.task)
         m["files"] += [f for f in task.files if f not in m["files"]]
         for ref in task.expected_artifacts:
-            if ref.path not in _paths(m["expected_artifacts"]):
+            if ref.path not in paths_of(m["expected_artifacts"]):
                 m["expected_artifacts"].append({"path": ref.path})
         for chk in task.acceptance:
             if chk.check not in [c["check"] for c in m["acceptance"]]:
@@ -504,7 +496,7 @@ def _director_aggregate(ctx: StepContext) -> Complete:
     lane_dir = ctx.artifacts_dir / lane
     ok = [c for c in ctx.children if _child_ok(c)]
     artifacts = sorted({a for c in ok for a in (c.result or {}).get("artifacts", [])})
-    expected = _paths(card.get("expected_artifacts"))
+    expected = paths_of(card.get("expected_artifacts"))
     checks = [c["check"] if isinstance(c, dict) else str(c) for c in card.get("acceptance") or []]
     if expected and not any(c.strip() in ARTIFACT_CHECKS for c in checks):
         checks.insert(0, "artifacts_exist")  # Expected artifacts are always checked.
