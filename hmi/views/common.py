@@ -31,32 +31,15 @@ def fragment(
     return render(request, template, ctx, status=status)
 
 
-class ServiceUnavailable(Exception):
-    """The service module is not installed (yet)."""
-
-
-def service(module: str, name: str) -> Callable[..., Any]:
-    """Import a service at call time, so a missing one fails only the action using it."""
-    import importlib
-
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        log.warning("service %s.%s unavailable: %s", module, name, exc)
-        raise ServiceUnavailable(f"{module}.{name} is not available") from None
-
-
-def call(spec: tuple[str, str], *args: Any, **kwargs: Any) -> tuple[Any, dict[str, str], int]:
-    """Call the service ``(module, name)``; return ``(result, errors by field, status)``.
+def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, dict[str, str], int]:
+    """Call a service; return ``(result, errors by field, status)``.
 
     Bad input never raises: ``ValueError`` (and ``LookupError``) messages read
     ``field: reason``; the field is split off when it is one, else the whole message
-    lands under ``__all__``. A missing service answers 503, a bug 500, both in place.
+    lands under ``__all__``. A bug answers 500, in place.
     """
     try:
-        return service(*spec)(*args, **kwargs), {}, 200
-    except ServiceUnavailable as exc:
-        return None, {"__all__": str(exc)}, 503
+        return fn(*args, **kwargs), {}, 200
     except LookupError as exc:
         return None, _split(exc), 404
     except ValueError as exc:
@@ -68,7 +51,7 @@ def call(spec: tuple[str, str], *args: Any, **kwargs: Any) -> tuple[Any, dict[st
             return None, {field: message.removeprefix(prefix)}, status
         return None, _split(exc), 400
     except Exception as exc:  # noqa: BLE001 - shown in place; the traceback goes to the log
-        log.exception("service %s.%s failed", *spec)
+        log.exception("service %s failed", getattr(fn, "__qualname__", fn))
         return None, {"__all__": f"internal error ({type(exc).__name__}); see the server log"}, 500
 
 

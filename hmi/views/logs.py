@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from pas_core import comms as comms_log
 from pas_core import config
+from pas_core.hhmrs import services
 from pas_core.models import CommsMessage, Event, Job, Notification
 
 from ..forms import CommsFilterForm, EventFilterForm, RetryForm
@@ -46,9 +47,7 @@ def job_retry(request: HttpRequest, job_id: str) -> HttpResponse:
     status = 400
     if form.is_valid():
         model = form.cleaned_data["model"].strip() or None
-        job, errors, status = call(
-            ("pas_core.hhmrs.services", "job_retry"), job_id, model=model, by=user_name(request)
-        )
+        job, errors, status = call(services.job_retry, job_id, model=model, by=user_name(request))
         if not errors:
             messages.success(
                 request, f"{job_id} re-sent on {job.agent.current_model or 'its model'}"

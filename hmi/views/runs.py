@@ -13,7 +13,9 @@ from django.shortcuts import get_object_or_404, redirect
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from pas_core.hhmrs import services
 from pas_core.models import Agent, Attempt, CommsMessage, Event, Job, Run
+from pas_core.runtime.service import run_submit
 
 from .. import selectors
 from ..forms import RunSubmitForm
@@ -46,7 +48,7 @@ def runs(request: HttpRequest) -> HttpResponse:
     form = RunSubmitForm(request.POST)
     if form.is_valid():
         run, errors, status = call(
-            ("pas_core.runtime.service", "run_submit"),
+            run_submit,
             **form.cleaned_data,
             submitted_by=user_name(request),
         )
@@ -142,9 +144,7 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
 @require_POST
 def run_retry(request: HttpRequest, run_id: str) -> HttpResponse:
     run = get_object_or_404(Run, run_id=run_id)
-    jobs, errors, status = call(
-        ("pas_core.hhmrs.services", "run_retry"), run.run_id, by=user_name(request)
-    )
+    jobs, errors, status = call(services.run_retry, run.run_id, by=user_name(request))
     if errors:
         ctx = {**run_live(run), **run_logs(run), "retry_errors": errors}
         return page(request, "hmi/run_detail.html", ctx, status=status)
