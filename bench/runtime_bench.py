@@ -99,7 +99,7 @@ def bench_workers(box: Sandbox, n: int, singles: int) -> None:
 
     from pas_core.llm.offline import lane_matches
     from pas_core.models import Run
-    from pas_core.runtime.service import run_submit
+    from pas_core.services.submit import run_submit
     from tests import procs
 
     lanes = list(lane_matches(FIVE_LANES["title"] + " " + FIVE_LANES["goal"]))
@@ -162,8 +162,8 @@ def bench_workers(box: Sandbox, n: int, singles: int) -> None:
 def bench_overhead(box: Sandbox, directives: int) -> None:
     """Run directives here, attempt by attempt; time the step apart from the runtime."""
     from pas_core.models import Attempt
-    from pas_core.runtime import execute
-    from pas_core.runtime.service import run_submit
+    from pas_core.runtime import worker as execute
+    from pas_core.services.submit import run_submit
 
     print(f"\n[1] per-step overhead, {directives} directive(s) run in this process")
     inside: list[float] = []

@@ -20,6 +20,8 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.decorators import sync_and_async_middleware
 
+from pas_core.stores.redis import redis_client, rkey
+
 LIMIT = 10
 WINDOW_S = 60
 
@@ -35,8 +37,6 @@ def _login_paths() -> set[str]:
 
 def _count(key: str) -> int:
     """Count one attempt under ``key``; return the attempts in the current window."""
-    from pas_core.redis import redis_client, rkey
-
     try:
         pipe = redis_client().pipeline(transaction=True)
         pipe.incr(rkey("login", key))

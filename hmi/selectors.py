@@ -16,7 +16,9 @@ from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 
 from pas_core import config
-from pas_core.models import Agent, Event, Job, Notification, Run
+from pas_core.models import Agent, Event, Job, Notification
+from pas_core.selectors import last_event_id
+from pas_core.stores.heartbeats import hb_agents
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +99,6 @@ class NodeState:
 def _beats() -> dict[str, float]:
     """Return each agent's last heartbeat epoch from the Redis store (empty if down)."""
     try:
-        from pas_core.hhmrs.heartbeats import hb_agents
-
         return hb_agents()
     except Exception:  # noqa: BLE001 - display only; the database copy still shows
         log.debug("no heartbeat store", exc_info=True)
@@ -208,10 +208,6 @@ def unread_count() -> int:
     return Notification.objects.filter(read=False).count()
 
 
-def last_event_id() -> int:
-    return Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
-
-
 def chrome() -> dict[str, Any]:
     """Return what every page's header, banner and scripts need."""
     doc = config.document_get()
@@ -226,14 +222,3 @@ def chrome() -> dict[str, Any]:
         "llm_mode": settings.PAS_LLM_MODE,
         "now_epoch": timezone.now().timestamp(),
     }
-
-
-def run_lanes(runs: list[Run]) -> dict[str, dict[str, str]]:
-    """Return ``{run_id: {lane: state}}`` from each run's director jobs."""
-    lanes: dict[str, dict[str, str]] = {str(r.run_id): {} for r in runs}
-    rows = Job.objects.filter(run__in=runs, agent__role="director").values_list(
-        "run_id", "lane", "status"
-    )
-    for run_id, lane, status in rows:
-        lanes[str(run_id)][lane or "?"] = status
-    return lanes

@@ -31,7 +31,7 @@ import contextlib
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -42,7 +42,9 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.http import require_GET
 
-from pas_core.events import GROUP, event_as_dict
+from pas_core.auth import bearer, token_check
+from pas_core.models import Event
+from pas_core.stores.events import GROUP, event_as_dict
 
 from .fragments import fragments_for_events
 
@@ -84,8 +86,6 @@ def _parse_last_id(request: HttpRequest) -> int | None:
 
 
 def _events_after(after: int, limit: int, before: int | None = None) -> list[dict[str, Any]]:
-    from pas_core.models import Event
-
     close_old_connections()
     try:
         rows = Event.objects.filter(id__gt=after)
@@ -97,8 +97,6 @@ def _events_after(after: int, limit: int, before: int | None = None) -> list[dic
 
 
 def _token_user(header: str | None) -> bool:
-    from pas_core.auth import bearer, token_check
-
     raw = bearer(header)
     if raw is None:
         return False
@@ -243,6 +241,30 @@ async def _recovered(events: list[dict[str, Any]], *, hmi: str, nodes: bool) -> 
             yield sse_message(html, event="hmi", event_id=events[-1]["id"])
 
 
+async def _replay(
+    after: int, fresh: Callable[[int], bool], *, hmi: str, nodes: bool
+) -> AsyncIterator[str]:
+    """Yield everything after the client's last id, in order, in batches; then one refresh."""
+    replayed: list[dict[str, Any]] = []
+    while True:
+        batch = await sync_to_async(_events_after, thread_sensitive=False)(after, REPLAY_BATCH)
+        for event in batch:
+            fresh(event["id"])
+            yield sse_message(
+                _as_json(event, replay=True), event=event["event_type"], event_id=event["id"]
+            )
+        replayed = (replayed + batch)[-REPLAY_BATCH:]
+        if len(batch) < REPLAY_BATCH:
+            break
+        after = batch[-1]["id"]
+    if hmi and replayed:
+        # One refresh for the whole replay, not one per missed event.
+        last = replayed[-1]["id"]
+        html = await _fragments_for(("replay", replayed[0]["id"], last), replayed, nodes=nodes)
+        if html:
+            yield sse_message(html, event="hmi", event_id=last)
+
+
 async def _stream(after: int | None, hmi: str) -> AsyncIterator[str]:
     nodes = hmi == "tree"
     sub = _Subscription()
@@ -260,31 +282,9 @@ async def _stream(after: int | None, hmi: str) -> AsyncIterator[str]:
         await sub.open()
         yield f"retry: {RETRY_MS}\n\n"
         pending = await sub.ready()
-        # Replay: everything after the client's last id, in order, in batches.
         if after is not None:
-            replayed: list[dict[str, Any]] = []
-            while True:
-                batch = await sync_to_async(_events_after, thread_sensitive=False)(
-                    after, REPLAY_BATCH
-                )
-                for event in batch:
-                    fresh(event["id"])
-                    yield sse_message(
-                        _as_json(event, replay=True),
-                        event=event["event_type"],
-                        event_id=event["id"],
-                    )
-                replayed = (replayed + batch)[-REPLAY_BATCH:]
-                if len(batch) < REPLAY_BATCH:
-                    break
-                after = batch[-1]["id"]
-            if hmi and replayed:
-                # One refresh for the whole replay, not one per missed event.
-                last = replayed[-1]["id"]
-                key = ("replay", replayed[0]["id"], last)
-                html = await _fragments_for(key, replayed, nodes=nodes)
-                if html:
-                    yield sse_message(html, event="hmi", event_id=last)
+            async for chunk in _replay(after, fresh, hmi=hmi, nodes=nodes):
+                yield chunk
         # From here on every event arrives live: a client (or a test) may rely on it.
         yield ": live\n\n"
         last_sent = max(seen) if seen else after

@@ -8,6 +8,7 @@ import time
 
 from django.utils import timezone
 
+from .errors import NotFound, ServiceError
 from .models import Agent, ApiToken
 
 TOKEN_PREFIX = "pas_"
@@ -24,12 +25,12 @@ def token_create(*, name: str, agent_id: str | None = None) -> tuple[str, ApiTok
     """Create a token; return the plain text (shown once) and the stored row."""
     name = name.strip()
     if not name:
-        raise ValueError("name: must not be empty")
+        raise ServiceError("name", "must not be empty")
     agent = None
     if agent_id:
         agent = Agent.objects.filter(agent_id=agent_id).first()
         if agent is None:
-            raise ValueError(f"agent: no agent {agent_id!r}")
+            raise NotFound("agent", f"no agent {agent_id!r}")
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
         name=name, token_hash=token_hash(raw), prefix=raw[:10], agent=agent

@@ -19,8 +19,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
+from .errors import SettingsError
 from .models import HhmrsSettings
+
+__all__ = ["Hhmrs", "SettingsError", "document_get", "document_save", "hhmrs_get", "hhmrs_update"]
 
 SWEEP_TASK_NAME = "tron-sweep"
 SWEEP_TASK = "pas_core.tasks.tron_sweep"
@@ -63,14 +67,6 @@ SECTIONS = {
     "notifications": NOTIFICATIONS_DEFAULTS,
     "hmi_display": HMI_DISPLAY_DEFAULTS,
 }
-
-
-class SettingsError(ValueError):
-    """Values were refused; ``errors`` maps each field to its reason."""
-
-    def __init__(self, errors: dict[str, str]):
-        self.errors = errors
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
 
 
 @dataclass(frozen=True)
@@ -259,7 +255,7 @@ def document_save(doc: dict[str, Any], *, export: bool = True) -> dict[str, Any]
             row.save(update_fields=[*changed, "updated_at"])
         sweep_schedule(full["hhmrs"]["sweep_interval_s"])
     if export:
-        transaction.on_commit(settings_export)
+        transaction.on_commit(settings_export, robust=True)
     return full
 
 
@@ -325,8 +321,6 @@ def _line_of(text: str, dotted: str) -> int | None:
 
 def sweep_schedule(interval_s: float) -> None:
     """Create or update the beat entry that runs the TRON sweep every ``interval_s``."""
-    from django_celery_beat.models import IntervalSchedule, PeriodicTask
-
     micros = max(1, round(interval_s * 1_000_000))
     schedule, _ = IntervalSchedule.objects.get_or_create(
         every=micros, period=IntervalSchedule.MICROSECONDS

@@ -8,7 +8,8 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
-from .redis import redis_client
+from .dispatch import workers_ping
+from .stores.redis import redis_client
 
 
 def health_check(worker_timeout_s: float = 1.0) -> dict[str, Any]:
@@ -30,13 +31,7 @@ def health_check(worker_timeout_s: float = 1.0) -> dict[str, Any]:
         problems.append(f"redis: {exc.__class__.__name__}: {exc}")
     workers: list[str] = []
     if out["redis"] == "ok":
-        from .celery import app
-
-        try:
-            replies = app.control.ping(timeout=worker_timeout_s) or []
-            workers = sorted(name for reply in replies for name in reply)
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"workers: {exc.__class__.__name__}: {exc}")
+        workers = workers_ping(timeout=worker_timeout_s)
     queues = {
         "agents": sum(1 for w in workers if w.startswith("agents@")),
         "hhmrs": sum(1 for w in workers if w.startswith("hhmrs@")),

@@ -28,7 +28,9 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from .auth import bearer, token_check, token_hash
-from .hhmrs.heartbeats import HTTP_BEAT_ANSWERS, HTTP_BEAT_LUA, http_beat_args
+from .errors import ServiceError
+from .models import Agent
+from .stores.heartbeats import HTTP_BEAT_ANSWERS, HTTP_BEAT_LUA, http_beat_args
 
 PATH = re.compile(r"^/api/agents/([^/]+)/heartbeat/?$")
 MAX_BODY = 16 * 1024
@@ -223,8 +225,6 @@ class _Beats:
 
 
 def _known_agents() -> set[str]:
-    from .models import Agent
-
     return set(Agent.objects.values_list("agent_id", flat=True))
 
 
@@ -279,11 +279,8 @@ def heartbeat_front(app: Any) -> Any:
         except UnicodeDecodeError:
             await _send(send, 400, {"detail": "body: malformed JSON (not UTF-8)"})
             return
-        except ValueError as exc:
-            field, _, why = str(exc).partition(": ")
-            await _send(
-                send, 422, {"detail": str(exc), "errors": [{"field": field, "message": why}]}
-            )
+        except ServiceError as exc:
+            await _send(send, exc.status, exc.as_dict())
             return
         if beats.agents is None or agent_id not in beats.agents:
             beats.agents = await sync_to_async(_known_agents)()

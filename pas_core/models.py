@@ -49,6 +49,10 @@ class Agent(models.Model):
     current_model = models.CharField(max_length=128, blank=True)
     enabled = models.BooleanField(default=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.IDLE)
+    # The agent's own supervision counters, for timeouts reported while it has no job
+    # (the seed's handlers); a job's own counters are on the job.
+    restart_count = models.PositiveIntegerField(default=0)
+    llm_failure_count = models.PositiveIntegerField(default=0)
     position = models.PositiveIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -280,6 +284,8 @@ class Notification(models.Model):
     level = models.CharField(max_length=16, default="error")
     title = models.CharField(max_length=200)
     body = models.TextField(blank=True)
+    # The rung of the ladder that gave up, or the error kind that skipped it.
+    reason = models.CharField(max_length=64, blank=True)
     run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.CASCADE)
     job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.CASCADE)
     agent_id = models.CharField(max_length=64, blank=True)

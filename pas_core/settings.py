@@ -168,7 +168,7 @@ DEFAULT_FROM_EMAIL = env.str("DJANGO_DEFAULT_FROM_EMAIL", default="pas@localhost
 
 # PAS's own settings (read at call time by library-like modules).
 PAS_ARTIFACTS_DIR = Path(env.str("PAS_ARTIFACTS_DIR", default=str(BASE_DIR / "artifacts")))
-PAS_LLM_MODE = env.str("PAS_LLM_MODE", default="offline")
+PAS_LLM_MODE = env.str("PAS_LLM_MODE", default="offline").strip().lower()  # check E001
 PAS_HTTP_PORT = env.int("PAS_HTTP_PORT", default=8000)
 # Every Redis key PAS writes starts with this, so two installations (or test runs)
 # can share one server.

@@ -138,7 +138,7 @@ def _isolation(settings: Any, tmp_path: Path) -> Iterator[None]:
 @pytest.fixture
 def redis() -> redis_lib.Redis:
     """Return a Redis client on this session's test database."""
-    from pas_core.redis import redis_client
+    from pas_core.stores.redis import redis_client
 
     return redis_client()
 

@@ -121,3 +121,13 @@ class NotificationFactory(factory.django.DjangoModelFactory):
         model = Notification
 
     title = "Job permanently failed"
+
+
+def time_out(attempt_id: int, *, now: float, last_beat: float) -> Attempt | None:
+    """Time one attempt out as TRON does (a list of one); return it if this call won."""
+    from pas_core.config import hhmrs_get
+    from pas_core.services.supervision import attempts_time_out
+
+    if attempts_time_out([(attempt_id, last_beat)], now=now, cfg=hhmrs_get()) != 1:
+        return None
+    return Attempt.objects.get(pk=attempt_id)

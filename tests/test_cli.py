@@ -13,8 +13,8 @@ from django.core.management import CommandError, call_command
 
 from pas_core import config
 from pas_core.models import Agent, Attempt, Fault, Job, Run
-from pas_core.runtime import execute
-from pas_core.runtime.service import run_submit
+from pas_core.runtime import worker
+from pas_core.services.submit import run_submit
 from tests.e2e import stack
 from tests.procs import PROJECT_DIR
 
@@ -34,7 +34,7 @@ def drain() -> None:
         Attempt.objects.filter(status=Attempt.Status.QUEUED).values_list("pk", flat=True)
     ):
         for pk in ids:
-            execute.attempt_execute(pk)
+            worker.attempt_execute(pk)
 
 
 # -- submit ------------------------------------------------------------------------

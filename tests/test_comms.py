@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import time_machine
 
-from pas_core.comms import comms_log
 from pas_core.models import CommsMessage
+from pas_core.stores.comms import comms_log
 
 NOW = dt.datetime(2025, 3, 4, 5, 6, 7, 89_000, tzinfo=dt.UTC)
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from pas_core.events import GROUP, event_emit
 from pas_core.models import Event
+from pas_core.stores.events import GROUP, event_emit
 
 pytestmark = pytest.mark.django_db
 

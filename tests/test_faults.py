@@ -12,10 +12,11 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from pas_core.bootstrap import BootstrapReport, default_tree, tree_load
-from pas_core.llm.faults import fault_act, fault_inject, fault_take, faults_clear
 from pas_core.models import Event, Fault, Run
 from pas_core.runtime import roles
+from pas_core.runtime.faults import fault_act
 from pas_core.runtime.types import AttemptError
+from pas_core.services.faults import fault_inject, fault_take, faults_clear
 from tests.test_roles import make_ctx
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -24,7 +25,7 @@ CHILD = """
 import sys
 import django
 django.setup()
-from pas_core.llm.faults import fault_act
+from pas_core.runtime.faults import fault_act
 print("ready", flush=True)
 try:
     fault_act(sys.argv[1], lambda progress, message: print("beat", flush=True))

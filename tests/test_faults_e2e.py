@@ -12,10 +12,11 @@ import time
 
 import pytest
 
-from pas_core.hhmrs import heartbeats
-from pas_core.llm.faults import CRASH_EXIT_STATUS, fault_inject
 from pas_core.models import Attempt, Event, Fault, Job, Run
-from pas_core.runtime.service import run_submit
+from pas_core.runtime.faults import CRASH_EXIT_STATUS
+from pas_core.services.faults import fault_inject
+from pas_core.services.submit import run_submit
+from pas_core.stores import heartbeats
 from tests.e2e import short_timings, stack, wait_run, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

@@ -10,18 +10,20 @@ import pytest
 from django.utils import timezone
 
 from pas_core.config import hhmrs_get
-from pas_core.hhmrs import heartbeats, services
 from pas_core.models import Agent, Attempt, Event, Job, Run
-from pas_core.runtime import execute
-from pas_core.runtime.service import run_submit
-from pas_core.runtime.types import Complete
+from pas_core.runtime import worker
+from pas_core.runtime.beater import Beater
+from pas_core.services import attempts, jobs, supervision
+from pas_core.services.submit import run_submit
+from pas_core.stores import heartbeats
+from tests.factories import time_out
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _job(agent_id: str = "Prog-GPT-001") -> Job:
     run = Run.objects.create(title="Fencing", goal="Write the guide")
-    return execute.job_create(
+    return jobs.job_create(
         run=run,
         agent=Agent.objects.get(pk=agent_id),
         card={"task": "Write docs/guide.md", "lane": "Docs", "files": ["docs/guide.md"]},
@@ -44,20 +46,20 @@ def _start(attempt: Attempt) -> Attempt:
 
 def _restart(job: Job) -> Attempt:
     job = Job.objects.select_related("agent", "current_attempt").get(pk=job.pk)
-    return services.job_restart(job, cfg=hhmrs_get(), reason="timeout")
+    return supervision.jobs_restart([(job, "timeout")], cfg=hhmrs_get())[0]
 
 
-LATE = Complete({"state": "completed", "artifacts": ["docs/late.md"], "summary": "late"})
+LATE = {"state": "completed", "artifacts": ["docs/late.md"], "summary": "late"}
 
 
 def test_a_restarted_attempts_late_result_is_discarded(tree):
     job = _job()
-    first = _start(execute.attempt_dispatch(job))
+    first = _start(attempts.attempt_create(job))
     second = _restart(job)
     assert second.number == first.number + 1
 
     # The old attempt's step finishes after the restart: its result is not recorded.
-    assert execute.attempt_finish(first, LATE) is False
+    assert jobs.attempt_finish(first, result=LATE) is False
     job.refresh_from_db()
     assert job.current_attempt_id == second.pk
     assert job.status == Job.Status.QUEUED and job.result is None
@@ -68,11 +70,11 @@ def test_a_restarted_attempts_late_result_is_discarded(tree):
 
 def test_a_still_running_superseded_attempt_ends_killed_without_its_result(tree):
     job = _job()
-    first = _start(execute.attempt_dispatch(job))
+    first = _start(attempts.attempt_create(job))
     # A second attempt is dispatched while the first still runs (nobody killed it).
-    second = execute.attempt_dispatch(job)
+    second = attempts.attempt_create(job)
 
-    assert execute.attempt_finish(first, LATE) is False
+    assert jobs.attempt_finish(first, result=LATE) is False
     first.refresh_from_db()
     # Never "succeeded": nothing it produced was kept, and it is no longer supervised.
     assert first.status == Attempt.Status.KILLED
@@ -84,31 +86,31 @@ def test_a_still_running_superseded_attempt_ends_killed_without_its_result(tree)
     # The current attempt's result, when it comes, is the one recorded.
     _start(second)
     result = {"state": "completed", "artifacts": ["docs/guide.md"]}
-    assert execute.attempt_finish(second, Complete(result)) is True
+    assert jobs.attempt_finish(second, result=result) is True
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED and job.result == result
 
 
 def test_a_result_racing_a_timeout_loses_once_the_timeout_won(tree):
     job = _job()
-    attempt = _start(execute.attempt_dispatch(job))
+    attempt = _start(attempts.attempt_create(job))
     now = timezone.now().timestamp()
-    assert services.attempt_time_out(attempt.pk, now=now, last_beat=now - 5) is not None
+    assert time_out(attempt.pk, now=now, last_beat=now - 5) is not None
 
-    assert execute.attempt_finish(attempt, LATE) is False
+    assert jobs.attempt_finish(attempt, result=LATE) is False
     attempt.refresh_from_db()
     assert attempt.status == Attempt.Status.TIMED_OUT
     job.refresh_from_db()
-    assert job.status == Job.Status.RUNNING and job.result is None
+    assert job.status == Job.Status.QUEUED and job.result is None  # Re-sent by its parent.
 
 
 def test_an_old_message_for_a_superseded_attempt_is_stale(tree):
     job = _job()
-    first = execute.attempt_dispatch(job)
+    first = attempts.attempt_create(job)
     _restart(job)  # The first attempt never started: it is killed while queued.
 
     # Its message arrives late (a slow queue, a re-delivery): the task exits at once.
-    assert execute.attempt_execute(first.pk) == "stale"
+    assert worker.attempt_execute(first.pk) == "stale"
     first.refresh_from_db()
     assert first.status == Attempt.Status.KILLED and first.started_at is None
     assert not Event.objects.filter(event_type="job_started", job_id=job.pk).exists()
@@ -116,9 +118,9 @@ def test_an_old_message_for_a_superseded_attempt_is_stale(tree):
 
 def test_a_stale_attempts_late_beat_does_not_bring_it_back(tree):
     job = _job()
-    first = _start(execute.attempt_dispatch(job))
+    first = _start(attempts.attempt_create(job))
     _restart(job)
-    beat = heartbeats.Beater(first.pk, agent_id=first.agent_id, interval_s=0)
+    beat = Beater(first.pk, agent_id=first.agent_id, interval_s=0)
     beat(0.5, "still working")
     # The killed attempt is out of the sweep's set and stays out.
     assert heartbeats.hb_last(first.pk) is None
@@ -129,9 +131,9 @@ def test_a_message_delivered_twice_runs_the_work_once(tree):
     root = Job.objects.get(run=run)
     attempt = root.current_attempt
 
-    assert execute.attempt_execute(attempt.pk) == "done"
+    assert worker.attempt_execute(attempt.pk) == "done"
     # Celery delivers the same message again (e.g. after a visibility timeout).
-    assert execute.attempt_execute(attempt.pk) == "not-queued"
+    assert worker.attempt_execute(attempt.pk) == "not-queued"
 
     attempt.refresh_from_db()
     assert attempt.status == Attempt.Status.SUCCEEDED
@@ -145,20 +147,20 @@ def test_a_message_delivered_twice_runs_the_work_once(tree):
 
 def test_a_redelivered_message_fails_a_running_attempt_as_a_crash_once(tree):
     job = _job()
-    attempt = _start(execute.attempt_dispatch(job))
+    attempt = _start(attempts.attempt_create(job))
 
     # The worker child running it died; Celery hands the message back (redelivered).
-    assert execute.attempt_execute(attempt.pk, redelivered=True) == "worker-lost"
+    assert worker.attempt_execute(attempt.pk, redelivered=True) == "worker-lost"
     attempt.refresh_from_db()
     assert (attempt.status, attempt.error_kind) == (Attempt.Status.ERRORED, "crash")
     assert heartbeats.hb_last(attempt.pk) is None
     # A second re-delivery changes nothing: it is never run, never failed twice.
-    assert execute.attempt_execute(attempt.pk, redelivered=True) == "not-queued"
+    assert worker.attempt_execute(attempt.pk, redelivered=True) == "not-queued"
     assert Event.objects.filter(event_type="attempt_failed", job_id=job.pk).count() == 1
 
     # Supervision restarts the job once, however often the failure is reported.
-    assert services.attempt_failure_handle(attempt.pk) == "restarted"
-    assert services.attempt_failure_handle(attempt.pk) == "handled"
+    assert supervision.attempts_failure_handle([attempt.pk])[attempt.pk] == "restarted"
+    assert supervision.attempts_failure_handle([attempt.pk])[attempt.pk] == "handled"
     job.refresh_from_db()
     assert job.restart_count == 1
     assert job.attempts.count() == 2

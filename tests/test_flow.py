@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from pas_core.comms import comms_path
 from pas_core.models import Event, Job, Run
+from pas_core.stores.comms import comms_path
 from tests.e2e import stack, wait_run
 
 pytestmark = pytest.mark.django_db(transaction=True)

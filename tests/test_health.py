@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pas_core.redis import _client
+from pas_core.stores.redis import _client
 from tests import procs
 
 

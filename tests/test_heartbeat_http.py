@@ -20,9 +20,10 @@ import httpx
 import pytest
 
 from pas_core.auth import token_create
-from pas_core.hhmrs import heartbeats, services
 from pas_core.models import Attempt, Job, Run
+from pas_core.stores import heartbeats
 from tests import procs
+from tests.factories import time_out
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -128,7 +129,7 @@ def test_the_lean_route_refuses_bad_beats_with_the_reason(
 ) -> None:
     attempt = running_attempt("Dir-Code")
     timed_out = running_attempt("Dir-Code")
-    services.attempt_time_out(timed_out.pk, now=time.time(), last_beat=time.time() - 61)
+    time_out(timed_out.pk, now=time.time(), last_beat=time.time() - 61)
     url = "/api/agents/Dir-Code/heartbeat"
     auth = bearer(agent_token)
 
@@ -182,7 +183,7 @@ def test_the_django_fallback_with_a_session_gives_the_same_answers(
 ) -> None:
     attempt = running_attempt("Dir-Code")
     timed_out = running_attempt("Dir-Code")
-    services.attempt_time_out(timed_out.pk, now=time.time(), last_beat=time.time() - 61)
+    time_out(timed_out.pk, now=time.time(), last_beat=time.time() - 61)
     url = "/api/agents/Dir-Code/heartbeat"
 
     def beat(body: Any, path: str = url) -> Any:

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from pas_core.models import Attempt, Event, Job, Notification, Run
-from pas_core.runtime.service import run_submit
+from pas_core.services.submit import run_submit
 from tests.e2e import event_trail, short_timings, stack, wait_run, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -19,7 +19,7 @@ HHMRS = ("hhmrs_timeout", "hhmrs_restart", "hhmrs_escalation", "hhmrs_failure")
 
 
 def test_a_hung_director_is_restarted_escalated_switched_and_the_run_completes(tree, proc_env):
-    from pas_core.llm.faults import fault_inject
+    from pas_core.services.faults import fault_inject
 
     short_timings(max_restarts=3, max_llm_retries=3)
     # 1 attempt + 3 restarts hang; the 4th timeout escalates and switches the model.
@@ -67,7 +67,7 @@ def test_a_hung_director_is_restarted_escalated_switched_and_the_run_completes(t
 def test_a_job_hanging_on_every_model_fails_for_good_and_a_retry_completes_it(
     tree, proc_env, client
 ):
-    from pas_core.llm.faults import fault_inject, faults_clear
+    from pas_core.services.faults import fault_inject, faults_clear
 
     short_timings(max_restarts=1, max_llm_retries=1)
     fault_inject("Dir-Code", "hang", count=50)
@@ -114,7 +114,7 @@ def _children(pid: int) -> list[int]:
 
 
 def test_a_worker_killed_mid_attempt_loses_nothing(tree, proc_env):
-    from pas_core.llm.faults import fault_inject
+    from pas_core.services.faults import fault_inject
 
     short_timings()
     # A slow step keeps beating for a few seconds: time to kill its worker process.

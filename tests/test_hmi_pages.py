@@ -176,7 +176,7 @@ def test_events_and_comms_filter(viewer: Any) -> None:
 
 
 def test_the_days_comms_file_downloads(viewer: Any, settings: Any) -> None:
-    from pas_core.comms import comms_path
+    from pas_core.stores.comms import comms_path
 
     assert viewer.get(reverse("hmi:comms-download")).status_code == 404
     path = comms_path()
@@ -352,7 +352,7 @@ def test_the_retry_queue_lists_failed_jobs_and_refuses_a_bad_model(
     assert response.status_code == 400
     assert "model: must be provider/model" in response.content.decode()
     missing = operator.post(reverse("hmi:job-retry", args=["jc-nope"]))
-    assert missing.status_code == 400 and b"not in the retry queue" not in missing.content
+    assert missing.status_code == 404 and b"not in the retry queue" not in missing.content
     assert b"no job" in missing.content
 
 

@@ -10,9 +10,9 @@ import pytest
 from django.core import mail
 
 from pas_core import config
-from pas_core.hhmrs import services
-from pas_core.models import Event, Job, Notification
-from pas_core.notify import notification_deliver
+from pas_core.models import Attempt, Event, Job, Notification
+from pas_core.services import supervision
+from pas_core.services.notifications import notification_deliver
 from tests.factories import JobFactory, RunFactory
 
 pytestmark = pytest.mark.django_db
@@ -47,17 +47,31 @@ def test_a_permanent_failure_is_stored_posted_to_the_webhook_and_mailed(tree, se
     config.document_save({"notifications": {"webhook_url": url, "email": "ops@example.com"}})
     run = RunFactory(title="Webhook run")
     job = JobFactory(run=run, agent=tree["Dir-Docs"], job_id="jc-hook-docs", status="running")
+    last = Attempt.objects.create(
+        job=job,
+        number=16,
+        agent=tree["Dir-Docs"],
+        status=Attempt.Status.ERRORED,
+        error_kind="error",
+        error="injected error",
+    )
+    Job.objects.filter(pk=job.pk).update(current_attempt=last)
+    job.refresh_from_db()
 
-    services.job_fail_permanently(job, reason="max_llm_retries_exceeded")
+    supervision.job_fail_permanently(job, reason="max_llm_retries_exceeded")
 
     job.refresh_from_db()
-    # The job waits in the retry queue.
+    # The job waits in the retry queue, showing what really went wrong.
     assert job.status == Job.Status.FAILED and job.retryable
+    assert job.error == "Permanently failed: Dir-Docs (injected error)"
     note = Notification.objects.get(job=job)
-    assert note.title == "Permanently failed: Dir-Docs (max failures exceeded)"
+    assert note.title == "Permanently failed: Dir-Docs (injected error)"
+    assert note.reason == "max_llm_retries_exceeded"
+    assert "Last error: injected error" in note.body
     assert not note.read
     failure = Event.objects.get(event_type="hhmrs_failure")
     assert failure.data["reason"] == "max_llm_retries_exceeded"
+    assert failure.data["last_error"] == "injected error"
     assert failure.data["job_id"] == "jc-hook-docs"
 
     delivery = notification_deliver(note.pk)
@@ -66,6 +80,9 @@ def test_a_permanent_failure_is_stored_posted_to_the_webhook_and_mailed(tree, se
     assert received[0]["type"] == "application/json"
     assert received[0]["json"]["agent_id"] == "Dir-Docs"
     assert received[0]["json"]["run_id"] == str(run.run_id)
+    # The webhook hears the real reason and the real error, not a fixed label.
+    assert received[0]["json"]["reason"] == "max_llm_retries_exceeded"
+    assert received[0]["json"]["error"] == "Permanently failed: Dir-Docs (injected error)"
     assert mail.outbox[0].to == ["ops@example.com"]
     assert "Dir-Docs" in mail.outbox[0].subject
 
@@ -74,8 +91,9 @@ def test_a_dead_webhook_is_recorded_not_raised(tree, settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     config.document_save({"notifications": {"webhook_url": "http://127.0.0.1:9/none"}})
     job = JobFactory(agent=tree["Dir-Docs"], job_id="jc-dead-hook", status="running")
-    services.job_fail_permanently(job, reason="max_llm_retries_exceeded")
+    supervision.job_fail_permanently(job, reason="budget_exceeded")
     note = Notification.objects.get(job=job)
+    assert note.title == "Permanently failed: Dir-Docs (budget exceeded)"  # No attempt ran.
 
     delivery = notification_deliver(note.pk)
 
@@ -86,7 +104,7 @@ def test_a_dead_webhook_is_recorded_not_raised(tree, settings):
 def test_notifications_can_be_turned_off(tree):
     config.document_save({"notifications": {"notify_on_permanent_failure": False}})
     job = JobFactory(agent=tree["Dir-Docs"], job_id="jc-quiet", status="running")
-    services.job_fail_permanently(job, reason="max_llm_retries_exceeded")
+    supervision.job_fail_permanently(job, reason="max_llm_retries_exceeded")
     assert not Notification.objects.exists()
     # The failure itself is still an event.
     assert Event.objects.filter(event_type="hhmrs_failure").exists()

@@ -11,10 +11,10 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from pas_core import tron
 from pas_core.config import SettingsError, hhmrs_get, settings_import
-from pas_core.hhmrs import tron
 from pas_core.models import Attempt, Event, Job, Run
-from pas_core.redis import rkey
+from pas_core.stores.redis import rkey
 from tests import procs
 from tests.drills.common import SseClient, session_cookie, wait_for
 
@@ -137,7 +137,7 @@ def test_a_refused_settings_file_names_the_line_of_the_key(tree, tmp_path):
 def test_a_stream_fills_a_gap_with_an_event_that_was_stored_but_never_published(
     tree, proc_env, plain_user
 ):
-    from pas_core.events import event_emit
+    from pas_core.stores.events import event_emit
 
     baseline = Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
     with procs.daphne_server(proc_env()) as web:

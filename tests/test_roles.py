@@ -11,9 +11,10 @@ from django.conf import settings
 
 from pas_core.bootstrap import BootstrapReport, default_tree, tree_load
 from pas_core.llm.offline import HEADER
-from pas_core.llm.providers import LlmReply
+from pas_core.llm.reply import LlmReply
 from pas_core.models import Agent, Attempt, Job, Run
-from pas_core.runtime import roles
+from pas_core.runtime import acceptance, roles
+from pas_core.runtime.roles import common
 from pas_core.runtime.types import AttemptError, Complete, Delegate, StepContext
 
 _ids = itertools.count(1)
@@ -85,7 +86,7 @@ def _fake_llm(monkeypatch, payload):
     def fake(model_id, messages, **kwargs):
         return LlmReply(text=json.dumps(payload), model=model_id, produced_by="test")
 
-    monkeypatch.setattr(roles, "llm_complete", fake)
+    monkeypatch.setattr(common, "llm_complete", fake)
 
 
 def test_pas_root_delegates_the_directive_to_the_architect(run):
@@ -216,7 +217,7 @@ def test_a_whole_run_completes_with_evaluated_acceptance(run):
     assert results["python_syntax"]["status"] == "pass"
     # Checks that need code to run are reported as not run, never as a made-up number.
     assert results["pytest>=0.90"]["status"] == "not_run"
-    assert results["lint==0"] == {"status": "not_run", "reason": roles.NOT_RUN}
+    assert results["lint==0"] == {"status": "not_run", "reason": acceptance.NOT_RUN}
     summary = json.loads((base / "run_summary.json").read_text())
     assert summary["lanes"] == {"Code": "completed", "Docs": "completed"}
     assert "offline planner" in summary["executive_summary"]

@@ -18,8 +18,8 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 
-from pas_core.hhmrs import heartbeats
 from pas_core.models import Agent, Attempt, Event, Job, Run
+from pas_core.stores import heartbeats
 
 pytestmark = pytest.mark.django_db
 
@@ -346,3 +346,40 @@ def test_it_needs_authentication(client: Any, tree: Any) -> None:
     )
 
     assert response.status_code == 401
+
+
+def test_without_a_job_the_agents_own_counter_grows_then_escalates(post: Any) -> None:
+    # A caller that keeps reporting 0: the server's own count decides, like a job's.
+    answers = [
+        post("/api/agents/Architect/handle_child_timeout", SEED_BODY).json() for _ in range(4)
+    ]
+
+    assert [(a["status"], a["restart_count"]) for a in answers] == [
+        ("restarted", 1),
+        ("restarted", 2),
+        ("restarted", 3),
+        ("escalated", 3),
+    ]
+    agent = Agent.objects.get(pk="Dir-Code")
+    # The escalation really switched the model, and the switch started the count over.
+    assert agent.current_model == "ollama/llama3.1:8b"
+    assert (agent.restart_count, agent.llm_failure_count) == (0, 1)
+
+
+def test_without_a_job_the_grandparent_counts_its_switches_too(post: Any) -> None:
+    body = {"grandchild_id": "Dir-Code", "parent_id": "Architect", "failure_count": 0}
+    url = "/api/agents/PAS%20Root/handle_grandchild_failure"
+
+    answers = [post(url, body).json() for _ in range(4)]
+
+    # The caller says 0 each time; the agent's own count says 0, 1, 2, then 3: the end.
+    assert [a["status"] for a in answers] == [
+        "retrying_with_different_llm",
+        "retrying_with_different_llm",
+        "retrying_with_different_llm",
+        "permanently_failed",
+    ]
+    assert [a.get("failure_count") for a in answers[:3]] == [1, 2, 3]
+    agent = Agent.objects.get(pk="Dir-Code")
+    assert agent.status == Agent.Status.FAILED
+    assert agent.llm_failure_count == 3

@@ -18,11 +18,12 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from pas_core.hhmrs import heartbeats, services, tron
+from pas_core import tron
 from pas_core.models import Attempt, Event, Job, Notification, Run
-from pas_core.redis import rkey
-from pas_core.runtime import execute
-from pas_core.runtime.types import Complete
+from pas_core.services import jobs, supervision
+from pas_core.stores import heartbeats
+from pas_core.stores.redis import rkey
+from tests.factories import time_out
 
 # Contract defaults (bootstrap stores them): overdue after 60 s and 2 missed 30 s beats.
 NOW = 1_900_000_000.0
@@ -208,7 +209,7 @@ def test_the_sweep_does_nothing_while_another_holds_the_lock(tree: Any, redis: A
 @pytest.mark.django_db
 def test_a_late_beat_after_the_timeout_does_not_bring_the_attempt_back(tree: Any) -> None:
     hung = running_attempt("Dir-Code", last_beat=OVERDUE)
-    services.attempt_time_out(hung.pk, now=NOW, last_beat=OVERDUE)
+    time_out(hung.pk, now=NOW, last_beat=OVERDUE)
 
     accepted = heartbeats.hb_beat(hung.pk, agent_id="Dir-Code", progress=0.9, now=NOW + 1)
 
@@ -221,8 +222,8 @@ def test_a_late_beat_after_the_timeout_does_not_bring_the_attempt_back(tree: Any
 def test_a_second_time_out_of_the_same_attempt_does_nothing(tree: Any) -> None:
     hung = running_attempt("Dir-Code", last_beat=OVERDUE)
 
-    first = services.attempt_time_out(hung.pk, now=NOW, last_beat=OVERDUE)
-    second = services.attempt_time_out(hung.pk, now=NOW + 0.5, last_beat=OVERDUE)
+    first = time_out(hung.pk, now=NOW, last_beat=OVERDUE)
+    second = time_out(hung.pk, now=NOW + 0.5, last_beat=OVERDUE)
 
     assert first is not None
     assert second is None
@@ -233,8 +234,8 @@ def test_a_second_time_out_of_the_same_attempt_does_nothing(tree: Any) -> None:
 def test_a_result_that_arrives_first_beats_the_timeout(tree: Any) -> None:
     attempt = running_attempt("Dir-Code", last_beat=OVERDUE)
 
-    finished = execute.attempt_finish(attempt, Complete(result={"state": "completed"}))
-    timed_out = services.attempt_time_out(attempt.pk, now=NOW, last_beat=OVERDUE)
+    finished = jobs.attempt_finish(attempt, result={"state": "completed"})
+    timed_out = time_out(attempt.pk, now=NOW, last_beat=OVERDUE)
 
     assert finished is True
     assert timed_out is None  # The timeout found the attempt no longer running.
@@ -248,14 +249,14 @@ def test_a_result_that_arrives_first_beats_the_timeout(tree: Any) -> None:
 def test_a_timeout_that_arrives_first_discards_the_result(tree: Any) -> None:
     attempt = running_attempt("Dir-Code", last_beat=OVERDUE)
 
-    timed_out = services.attempt_time_out(attempt.pk, now=NOW, last_beat=OVERDUE)
-    finished = execute.attempt_finish(attempt, Complete(result={"state": "completed"}))
+    timed_out = time_out(attempt.pk, now=NOW, last_beat=OVERDUE)
+    finished = jobs.attempt_finish(attempt, result={"state": "completed"})
 
     assert timed_out is not None
     assert finished is False  # The late result is thrown away.
     assert status_of(attempt) == "timed_out"
     job = Job.objects.get(pk=attempt.job_id)
-    assert job.status == "running"  # Still open: supervision re-sends it.
+    assert job.status == "queued"  # Still open: its parent re-sent it at once.
     assert job.result is None
     assert events("job_completed") == []
     assert len(events("hhmrs_timeout")) == 1
@@ -311,7 +312,7 @@ def test_two_sweeps_at_once_handle_each_timeout_exactly_once(tree: Any, redis: A
 def test_two_time_outs_of_one_attempt_at_once_have_one_winner(tree: Any) -> None:
     hung = running_attempt("Dir-Code", last_beat=OVERDUE)
 
-    results = _in_threads(4, lambda: services.attempt_time_out(hung.pk, now=NOW, last_beat=OVERDUE))
+    results = _in_threads(4, lambda: time_out(hung.pk, now=NOW, last_beat=OVERDUE))
 
     assert sum(1 for r in results if r is not None) == 1
     assert len(events("hhmrs_timeout")) == 1
@@ -325,12 +326,12 @@ def test_a_result_racing_a_timeout_has_one_winner(tree: Any) -> None:
     def race(attempt: Attempt, side: str) -> Callable[[], None]:
         def run() -> None:
             if side == "finish":
-                won = execute.attempt_finish(
+                won = jobs.attempt_finish(
                     Attempt.objects.select_related("job").get(pk=attempt.pk),
-                    Complete(result={"state": "completed"}),
+                    result={"state": "completed"},
                 )
             else:
-                won = services.attempt_time_out(attempt.pk, now=NOW, last_beat=OVERDUE) is not None
+                won = time_out(attempt.pk, now=NOW, last_beat=OVERDUE) is not None
             if won:
                 outcomes[attempt.pk].append(side)
 
@@ -368,20 +369,27 @@ def test_the_store_answers_only_the_overdue_members(redis: Any) -> None:
 
 
 @pytest.mark.django_db
-def test_the_sweeps_batch_writes_what_the_one_by_one_path_writes(
+def test_a_timeout_in_a_list_of_one_writes_what_a_list_of_many_writes(
     tree: Any, django_capture_on_commit_callbacks: Callable[..., Any]
 ) -> None:
     from pas_core.config import hhmrs_get
-    from pas_core.hhmrs import timeouts
     from pas_core.models import CommsMessage
 
     single = running_attempt("Dir-Code", last_beat=OVERDUE)
     batch = running_attempt("Dir-Code", last_beat=OVERDUE)
+    other = running_attempt("Dir-Data", last_beat=OVERDUE - 7)
 
     with django_capture_on_commit_callbacks(execute=True):
-        services.attempt_time_out(single.pk, now=NOW, last_beat=OVERDUE)
-        services.attempt_failure_handle(single.pk)
-        timeouts.attempts_time_out([(batch.pk, OVERDUE)], now=NOW, cfg=hhmrs_get())
+        supervision.attempts_time_out([(single.pk, OVERDUE)], now=NOW, cfg=hhmrs_get())
+        supervision.attempts_time_out(
+            [(batch.pk, OVERDUE), (other.pk, OVERDUE - 7)], now=NOW, cfg=hhmrs_get()
+        )
+
+    def row(attempt: Attempt) -> dict[str, Any]:
+        """The attempt's row, every field but its own ids and clock times."""
+        values = Attempt.objects.filter(pk=attempt.pk).values().get()
+        skip = {"id", "job_id", "celery_task_id", "created_at", "started_at", "finished_at"}
+        return {k: v for k, v in values.items() if k not in skip}
 
     def story(attempt: Attempt) -> list[tuple[Any, ...]]:
         """The attempt's events and comms, with its own job and run ids blanked."""
@@ -400,7 +408,11 @@ def test_the_sweeps_batch_writes_what_the_one_by_one_path_writes(
             rows.append((m.sender, m.recipient, m.kind, text, m.llm_model, m.status, meta))
         return rows
 
-    # The same events, in the same order, with the same data; the same comms rows.
+    # The same rows (Attempt.error included), the same events in the same order with
+    # the same data, the same comms rows.
+    assert row(batch) == row(single)
+    assert row(single)["error"] == "no heartbeat for 61.0s"
+    assert row(other)["error"] == "no heartbeat for 68.0s"  # Each its own silence.
     assert [r[0] for r in story(batch)[:2]] == ["hhmrs_timeout", "hhmrs_restart"]
     assert story(batch) == story(single)
     lines = "\n".join(

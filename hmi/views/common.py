@@ -9,6 +9,8 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from pas_core.errors import ServiceError
+
 from .. import selectors
 from ..permissions import is_operator
 
@@ -34,33 +36,16 @@ def fragment(
 def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, dict[str, str], int]:
     """Call a service; return ``(result, errors by field, status)``.
 
-    Bad input never raises: ``ValueError`` (and ``LookupError``) messages read
-    ``field: reason``; the field is split off when it is one, else the whole message
-    lands under ``__all__``. A bug answers 500, in place.
+    A refusal (ServiceError) never raises: its fields and status are shown in place. A
+    bug answers 500, in place, its traceback in the log.
     """
     try:
         return fn(*args, **kwargs), {}, 200
-    except LookupError as exc:
-        return None, _split(exc), 404
-    except ValueError as exc:
-        field = getattr(exc, "field", None)
-        status = getattr(exc, "status", 400)
-        if field:
-            message = str(exc)
-            prefix = f"{field}: "
-            return None, {field: message.removeprefix(prefix)}, status
-        return None, _split(exc), 400
+    except ServiceError as exc:
+        return None, dict(exc.errors), exc.status
     except Exception as exc:  # noqa: BLE001 - shown in place; the traceback goes to the log
         log.exception("service %s failed", getattr(fn, "__qualname__", fn))
         return None, {"__all__": f"internal error ({type(exc).__name__}); see the server log"}, 500
-
-
-def _split(exc: Exception) -> dict[str, str]:
-    text = str(exc.args[0]) if exc.args else str(exc)
-    head, sep, tail = text.partition(": ")
-    if sep and head.isidentifier():
-        return {head: tail}
-    return {"__all__": text}
 
 
 def user_name(request: HttpRequest) -> str:

@@ -13,10 +13,12 @@ from django.shortcuts import get_object_or_404, redirect
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from pas_core import comms as comms_log
 from pas_core import config
-from pas_core.hhmrs import services
+from pas_core import selectors as core
 from pas_core.models import CommsMessage, Event, Job, Notification
+from pas_core.services import retry
+from pas_core.services.notifications import notifications_mark_read
+from pas_core.stores.comms import comms_path
 
 from ..forms import CommsFilterForm, EventFilterForm, RetryForm
 from ..permissions import operator_required
@@ -26,11 +28,7 @@ from .common import call, fragment, page, user_name
 
 
 def _retry_jobs() -> list[Job]:
-    return list(
-        Job.objects.filter(status=Job.Status.FAILED, retryable=True)
-        .select_related("agent", "run", "current_attempt")
-        .order_by("-finished_at", "-updated_at")
-    )
+    return core.retry_queue()
 
 
 @login_required
@@ -47,7 +45,7 @@ def job_retry(request: HttpRequest, job_id: str) -> HttpResponse:
     status = 400
     if form.is_valid():
         model = form.cleaned_data["model"].strip() or None
-        job, errors, status = call(services.job_retry, job_id, model=model, by=user_name(request))
+        job, errors, status = call(retry.job_retry, job_id, model=model, by=user_name(request))
         if not errors:
             messages.success(
                 request, f"{job_id} re-sent on {job.agent.current_model or 'its model'}"
@@ -76,14 +74,14 @@ def notifications(request: HttpRequest) -> HttpResponse:
 def notification_read(request: HttpRequest, pk: int) -> HttpResponse:
     """Mark one notification read (any logged-in user: reading is not acting)."""
     get_object_or_404(Notification, pk=pk)
-    Notification.objects.filter(pk=pk).update(read=True)
+    notifications_mark_read(pk)
     return redirect("hmi:notifications")
 
 
 @login_required
 @require_POST
 def notifications_read_all(request: HttpRequest) -> HttpResponse:
-    Notification.objects.filter(read=False).update(read=True)
+    notifications_mark_read()
     return redirect("hmi:notifications")
 
 
@@ -152,7 +150,7 @@ def comms(request: HttpRequest) -> HttpResponse:
         return fragment(request, "hmi/comms.html#rows", {**ctx, "live": True})
     today = timezone.now().date()
     ctx["today"] = today.isoformat()
-    ctx["today_exists"] = comms_log.comms_path().exists()
+    ctx["today_exists"] = comms_path().exists()
     return page(request, "hmi/comms.html", ctx)
 
 
@@ -165,7 +163,7 @@ def comms_download(request: HttpRequest) -> FileResponse:
         day = dt.datetime.strptime(raw, "%Y-%m-%d") if raw else timezone.now()
     except ValueError:
         raise Http404("day must be YYYY-MM-DD") from None
-    path = comms_log.comms_path(day)
+    path = comms_path(day)
     if not path.is_file():
         raise Http404(f"no comms file for {day:%Y-%m-%d}")
     response = FileResponse(

@@ -7,17 +7,19 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from pas_core.hhmrs import services
 from pas_core.models import Agent, Attempt, CommsMessage, Event, Job, Run
-from pas_core.runtime.service import run_submit
+from pas_core.selectors import runs_lanes
+from pas_core.services import retry
+from pas_core.services.submit import run_submit
 
-from .. import selectors
 from ..forms import RunSubmitForm
 from ..permissions import is_operator, operator_required
 from ..timeline import Span, timeline_build
@@ -29,7 +31,7 @@ LOG_ROWS = 100
 
 def _runs_rows() -> dict[str, Any]:
     runs = list(Run.objects.all()[:RUNS_PAGE])
-    lanes = selectors.run_lanes(runs)
+    lanes = runs_lanes(runs)
     return {"runs": [(run, lanes[str(run.run_id)]) for run in runs]}
 
 
@@ -42,8 +44,6 @@ def runs(request: HttpRequest) -> HttpResponse:
             return fragment(request, "hmi/runs.html#rows", _runs_rows())
         return page(request, "hmi/runs.html", {"form": RunSubmitForm(), **_runs_rows()})
     if not is_operator(request.user):
-        from django.core.exceptions import PermissionDenied
-
         raise PermissionDenied("Only operators may submit directives.")
     form = RunSubmitForm(request.POST)
     if form.is_valid():
@@ -144,12 +144,10 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
 @require_POST
 def run_retry(request: HttpRequest, run_id: str) -> HttpResponse:
     run = get_object_or_404(Run, run_id=run_id)
-    jobs, errors, status = call(services.run_retry, run.run_id, by=user_name(request))
+    jobs, errors, status = call(retry.run_retry, run.run_id, by=user_name(request))
     if errors:
         ctx = {**run_live(run), **run_logs(run), "retry_errors": errors}
         return page(request, "hmi/run_detail.html", ctx, status=status)
-    from django.contrib import messages
-
     messages.success(request, f"Retrying {len(jobs)} job(s)")
     return redirect("hmi:run-detail", run_id=run.run_id)
 

@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from pas_core import config
+from pas_core.llm.providers import providers_status
 from pas_core.models import Agent
 
 from ..forms import SECTION_LABELS, SETTINGS_FORMS, SettingsSectionForm
@@ -44,10 +45,6 @@ def worst_case(hhmrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _providers() -> list[dict[str, Any]] | None:
-    try:
-        from pas_core.llm.providers import providers_status
-    except ImportError:
-        return None
     try:
         return providers_status()
     except Exception:  # noqa: BLE001 - the tab still shows the models

@@ -11,8 +11,8 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_GET, require_POST
 
 from pas_core import config
-from pas_core.hhmrs import services
-from pas_core.llm.faults import fault_inject
+from pas_core.services import agents, retry
+from pas_core.services.faults import fault_inject
 
 from .. import selectors
 from ..forms import FaultForm
@@ -89,7 +89,7 @@ def agent_actions(request: HttpRequest, agent_id: str) -> HttpResponse:
 @operator_required
 @require_POST
 def agent_restart(request: HttpRequest, agent_id: str) -> HttpResponse:
-    result, errors, status = call(services.agent_restart_now, agent_id, by=user_name(request))
+    result, errors, status = call(retry.agent_restart_now, agent_id, by=user_name(request))
     message = "" if errors else f"{agent_id}: {result.get('status', 'restarted')}"
     return _actions(request, agent_id, errors=errors, message=message, status=status)
 
@@ -118,7 +118,7 @@ def agent_fault(request: HttpRequest, agent_id: str) -> HttpResponse:
 @operator_required
 @require_POST
 def agent_model_reset(request: HttpRequest, agent_id: str) -> HttpResponse:
-    agent, errors, status = call(services.agent_model_reset, agent_id, by=user_name(request))
+    agent, errors, status = call(agents.agent_model_reset, agent_id, by=user_name(request))
     message = "" if errors else f"{agent_id} back on {agent.current_model or 'no model'}"
     return _actions(request, agent_id, errors=errors, message=message, status=status)
 
@@ -131,7 +131,7 @@ def agent_enabled(request: HttpRequest, agent_id: str) -> HttpResponse:
         errors = {"enabled": "must be 0 or 1"}
         return _actions(request, agent_id, errors=errors, status=400)
     agent, errors, status = call(
-        services.agent_set_enabled, agent_id, value == "1", by=user_name(request)
+        agents.agent_set_enabled, agent_id, value == "1", by=user_name(request)
     )
     message = "" if errors else f"{agent_id} {'enabled' if agent.enabled else 'disabled'}"
     return _actions(request, agent_id, errors=errors, message=message, status=status)

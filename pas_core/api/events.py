@@ -8,7 +8,8 @@ from django.http import HttpRequest
 from ninja import Field, Router, Schema
 from pydantic import ConfigDict
 
-from ..events import event_as_dict, event_emit, event_publish, events_after
+from ..selectors import events_after
+from ..stores.events import event_as_dict, event_emit, event_publish
 
 router = Router(tags=["events"])
 

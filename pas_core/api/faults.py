@@ -8,10 +8,9 @@ from django.http import HttpRequest
 from ninja import Field, Router, Schema, Status
 from pydantic import ConfigDict
 
-from ..llm.faults import MAX_COUNT, fault_as_dict, fault_inject, faults_clear, faults_pending
 from ..models import Agent
-from . import request_actor
-from .errors import refusal
+from ..services.faults import MAX_COUNT, fault_as_dict, fault_inject, faults_clear, faults_pending
+from .access import request_actor
 
 router = Router(tags=["faults"])
 
@@ -36,16 +35,13 @@ def _unknown(agent_id: str) -> dict[str, Any]:
 def fault_create(request: HttpRequest, agent_id: str, payload: FaultIn) -> Any:
     if not Agent.objects.filter(agent_id=agent_id).exists():
         return Status(404, _unknown(agent_id))
-    try:
-        fault = fault_inject(
-            agent_id,
-            payload.kind,
-            payload.count,
-            model=payload.model or "",
-            by=request_actor(request),
-        )
-    except ValueError as exc:
-        return Status(422, refusal(exc))
+    fault = fault_inject(
+        agent_id,
+        payload.kind,
+        payload.count,
+        model=payload.model or "",
+        by=request_actor(request),
+    )
     out = fault_as_dict(fault)
     return Status(201, {k: out[k] for k in ("id", "agent_id", "kind", "remaining", "model")})
 

@@ -10,11 +10,11 @@ from ninja.errors import HttpError
 from pydantic import ConfigDict
 
 from ..auth import bearer, token_check
-from ..hhmrs import services
-from ..hhmrs.heartbeats import hb_http_beat
-from ..runtime.service import SubmitError, job_submit
-from . import SessionAuth
-from .errors import refusal
+from ..models import Agent
+from ..services import seed
+from ..services.submit import job_submit
+from ..stores.heartbeats import hb_http_beat
+from .access import SessionAuth
 
 router = Router(tags=["hhmrs"])
 
@@ -77,10 +77,7 @@ class AgentBeatAuth(SessionAuth):
     summary="Send a job card to an agent",
 )
 def agent_submit(request: HttpRequest, agent_id: str, payload: SubmitIn) -> Any:
-    try:
-        job = job_submit(agent_id, payload.job_card)
-    except SubmitError as exc:
-        return exc.status, refusal(exc)
+    job = job_submit(agent_id, payload.job_card)
     return 202, {"job_card_id": job.job_id, "status": "queued", "message": "Job card accepted"}
 
 
@@ -93,13 +90,10 @@ def agent_submit(request: HttpRequest, agent_id: str, payload: SubmitIn) -> Any:
 def agent_heartbeat(request: HttpRequest, agent_id: str, payload: HeartbeatIn) -> Any:
     # Served by the lean ASGI route (pas_core.heartbeat_asgi) for bearer tokens; this
     # is the same logic for sessions and for servers that bypass that route.
-    from ..models import Agent
-
     if not Agent.objects.filter(pk=agent_id).exists():
         return 404, {"detail": f"agent_id: no agent {agent_id!r}"}
     body = {k: v for k, v in payload.dict().items() if v is not None}
-    status, answer = hb_http_beat(agent_id, body)
-    return status, answer
+    return hb_http_beat(agent_id, body)
 
 
 @router.post(
@@ -108,12 +102,13 @@ def agent_heartbeat(request: HttpRequest, agent_id: str, payload: HeartbeatIn) -
     summary="The parent handles a child's timeout: restart it, or escalate",
 )
 def handle_child_timeout(request: HttpRequest, agent_id: str, payload: ChildTimeoutIn) -> Any:
-    try:
-        return 200, services.handle_child_timeout(agent_id, payload.dict())
-    except LookupError as exc:
-        return 404, refusal(exc)
-    except ValueError as exc:
-        return 400, refusal(exc)
+    answer = seed.child_timeout_handle(
+        parent_id=agent_id,
+        child_id=payload.child_id,
+        reason=payload.reason,
+        restart_count=payload.restart_count,
+    )
+    return 200, answer.as_dict()
 
 
 @router.post(
@@ -124,9 +119,9 @@ def handle_child_timeout(request: HttpRequest, agent_id: str, payload: ChildTime
 def handle_grandchild_failure(
     request: HttpRequest, agent_id: str, payload: GrandchildFailureIn
 ) -> Any:
-    try:
-        return 200, services.handle_grandchild_failure(agent_id, payload.dict())
-    except LookupError as exc:
-        return 404, refusal(exc)
-    except ValueError as exc:
-        return 400, refusal(exc)
+    answer = seed.grandchild_failure_handle(
+        grandparent_id=agent_id,
+        grandchild_id=payload.grandchild_id,
+        failure_count=payload.failure_count,
+    )
+    return 200, answer.as_dict()

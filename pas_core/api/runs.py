@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from django.http import HttpRequest
@@ -10,9 +9,10 @@ from ninja import Field, Router, Schema
 from pydantic import ConfigDict
 
 from ..models import Job, Run
-from ..runtime.service import SubmitError, run_submit
-from . import request_actor
-from .errors import refusal
+from ..selectors import lane_reports, lane_states, run_get
+from ..services import retry
+from ..services.submit import run_submit
+from .access import request_actor
 
 router = Router(tags=["runs"])
 
@@ -33,20 +33,6 @@ class RetryIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, max_length=128)
-
-
-def lane_states(run: Run) -> dict[str, str]:
-    """Return each lane's state, from its Director job."""
-    lanes: dict[str, str] = {}
-    for job in run.jobs.filter(agent__role="director").only("lane", "status", "result"):
-        if job.status == Job.Status.SUCCEEDED:
-            state = (job.result or {}).get("state", "completed")
-        elif job.status in (Job.Status.FAILED, Job.Status.CANCELLED):
-            state = "failed"
-        else:
-            state = "running"
-        lanes[job.lane] = state
-    return lanes
 
 
 def run_as_dict(run: Run, *, detail: bool = False) -> dict[str, Any]:
@@ -83,20 +69,14 @@ def run_as_dict(run: Run, *, detail: bool = False) -> dict[str, Any]:
                 }
                 for j in run.jobs.all()
             ],
-            lane_reports={
-                j.lane: j.result
-                for j in run.jobs.filter(agent__role="director", status=Job.Status.SUCCEEDED)
-            },
+            lane_reports=lane_reports(run),
         )
     return out
 
 
 @router.post("", response={202: dict, 422: dict, 503: dict}, summary="Submit a Prime Directive")
 def runs_create(request: HttpRequest, payload: DirectiveIn) -> Any:
-    try:
-        run = run_submit(**payload.dict(), submitted_by=request_actor(request))
-    except SubmitError as exc:
-        return exc.status, refusal(exc)
+    run = run_submit(**payload.dict(), submitted_by=request_actor(request))
     return 202, {"run_id": str(run.run_id), "status": "queued"}
 
 
@@ -109,17 +89,9 @@ def runs_list(request: HttpRequest, limit: int = 50, status: str | None = None) 
     return {"runs": [run_as_dict(r) for r in qs[:limit]], "total": qs.count()}
 
 
-def _run_or_none(run_id: str) -> Run | None:
-    try:
-        uuid.UUID(run_id)
-    except ValueError:
-        return None
-    return Run.objects.filter(pk=run_id).first()
-
-
 @router.get("/{run_id}", response={200: dict, 404: dict}, summary="One run with its lanes")
 def runs_detail(request: HttpRequest, run_id: str) -> Any:
-    run = _run_or_none(run_id)
+    run = run_get(run_id)
     if run is None:
         return 404, {"detail": f"run_id: no run {run_id}"}
     return 200, run_as_dict(run, detail=True)
@@ -131,14 +103,9 @@ def runs_detail(request: HttpRequest, run_id: str) -> Any:
     summary="Retry every job of the run that waits in the retry queue",
 )
 def runs_retry(request: HttpRequest, run_id: str) -> Any:
-    from ..hhmrs.services import run_retry
-
-    if _run_or_none(run_id) is None:
+    if run_get(run_id) is None:
         return 404, {"detail": f"run_id: no run {run_id}"}
-    try:
-        jobs = run_retry(run_id, by=request_actor(request))
-    except ValueError as exc:
-        return 409, refusal(exc)
+    jobs = retry.run_retry(run_id, by=request_actor(request))
     return 202, {"status": "retrying", "run_id": run_id, "jobs": [j.job_id for j in jobs]}
 
 
@@ -150,13 +117,9 @@ def runs_retry(request: HttpRequest, run_id: str) -> Any:
 def job_retry(
     request: HttpRequest, run_id: str, job_id: str, payload: RetryIn | None = None
 ) -> Any:
-    from ..hhmrs.services import job_retry as retry
-
-    run = _run_or_none(run_id)
+    run = run_get(run_id)
     if run is None or not Job.objects.filter(pk=job_id, run=run).exists():
         return 404, {"detail": f"job_id: no job {job_id} in run {run_id}"}
-    try:
-        job = retry(job_id, model=payload.model if payload else None, by=request_actor(request))
-    except ValueError as exc:
-        return 409, refusal(exc)
+    model = payload.model if payload else None
+    job = retry.job_retry(job_id, model=model, by=request_actor(request))
     return 202, {"status": "retrying", "job_id": job.job_id, "llm_model": job.agent.current_model}

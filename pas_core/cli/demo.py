@@ -6,9 +6,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from .. import config
-from ..events import events_after
-from ..models import Event, Run
-from ..runtime.service import run_submit
+from ..models import Run
+from ..selectors import events_after, last_event_id
+from ..services.faults import fault_inject
+from ..services.submit import run_submit
 from .submit import summary, workers_answering
 
 help = "Walk through restart, escalation, model switch and completion with a hang on Dir-Code"
@@ -35,8 +36,6 @@ def add_arguments(parser: CommandParser) -> None:
 
 
 def run(cmd: BaseCommand, options: dict[str, Any]) -> None:
-    from ..llm.faults import fault_inject
-
     if not workers_answering():
         raise CommandError("no Celery worker answers: start PAS with `make run` first")
     before = config.hhmrs_get().as_dict()
@@ -49,7 +48,7 @@ def run(cmd: BaseCommand, options: dict[str, Any]) -> None:
     try:
         fault_inject(options["agent"], "hang", count=hangs, by="pas demo")
         cmd.stdout.write(f"injected: {options['agent']} hangs on its next {hangs} attempts")
-        last = Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
+        last = last_event_id()
         new = run_submit(
             title="Demo: add a health endpoint",
             goal="Add a /health endpoint with code, tests and docs",

@@ -6,8 +6,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ..llm.faults import MAX_COUNT, fault_inject, faults_clear
+from ..errors import ServiceError
 from ..models import Agent, Fault
+from ..services.faults import MAX_COUNT, fault_inject, faults_clear
 
 help = "Make an agent's next N attempts misbehave (hang, crash, error, slow, bad_output)"
 
@@ -35,7 +36,7 @@ def run(cmd: BaseCommand, options: dict[str, Any]) -> None:
         fault = fault_inject(
             agent_id, options["kind"], options["count"], model=options["model"], by="cli"
         )
-    except ValueError as exc:
+    except ServiceError as exc:
         raise CommandError(str(exc)) from None
     scope = f"on model {fault.model}" if fault.model else "on any model"
     cmd.stdout.write(

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ..config import hhmrs_get
 from ..models import Agent, Job, Run
+from ..selectors import agents_tree, open_jobs, run_get
 
 help = "Print the agent tree with each agent's state, or one run's job tree"
 
@@ -23,10 +24,8 @@ def _walk(children: dict[Any, list[Any]], key: Any, depth: int, line: Any, out: 
 
 def tree_lines() -> list[str]:
     cfg = hhmrs_get()
-    agents = list(Agent.objects.all())
-    open_jobs: dict[str, list[Job]] = {}
-    for job in Job.objects.filter(status__in=["queued", "running", "waiting"]):
-        open_jobs.setdefault(job.agent_id, []).append(job)
+    agents = agents_tree()
+    jobs_by_agent = open_jobs()
     children: dict[Any, list[Agent]] = {}
     for agent in agents:
         children.setdefault(agent.parent_id, []).append(agent)
@@ -34,7 +33,7 @@ def tree_lines() -> list[str]:
     def line(a: Agent) -> str:
         model = a.current_model or "-"
         mark = " (switched)" if a.model_switched else ""
-        jobs = open_jobs.get(a.agent_id, [])
+        jobs = jobs_by_agent.get(a.agent_id, [])
         extra = ""
         if jobs:
             j = jobs[0]
@@ -77,7 +76,7 @@ def run(cmd: BaseCommand, options: dict[str, Any]) -> None:
             uuid.UUID(run_id)
         except ValueError:
             raise CommandError(f"run_id: {run_id!r} is not a run id (a UUID)") from None
-        found = Run.objects.filter(pk=run_id).first()
+        found = run_get(run_id)
         if found is None:
             raise CommandError(f"run_id: no run {run_id}")
         lines = run_lines(found)

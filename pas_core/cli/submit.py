@@ -4,10 +4,14 @@ import sys
 import time
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ..models import Job, Run
-from ..runtime.service import SubmitError, run_submit
+from ..dispatch import workers_ping
+from ..errors import ServiceError
+from ..models import Run
+from ..selectors import lane_states, run_progress
+from ..services.submit import run_submit
 
 help = "Submit a Prime Directive; with --wait, show progress until the run ends"
 
@@ -23,12 +27,7 @@ def add_arguments(parser: CommandParser) -> None:
 
 
 def workers_answering(timeout: float = 1.0) -> list[str]:
-    from ..celery import app
-
-    try:
-        return sorted(n for reply in app.control.ping(timeout=timeout) or [] for n in reply)
-    except Exception:  # noqa: BLE001 - reported by the caller
-        return []
+    return workers_ping(timeout=timeout)
 
 
 def bar(done: int, total: int, width: int = 30) -> str:
@@ -43,9 +42,7 @@ def wait_for(cmd: BaseCommand, run_id: Any, timeout: float) -> Run:
     last = ""
     while True:
         run = Run.objects.get(pk=run_id)
-        jobs = Job.objects.filter(run=run)
-        total = jobs.count()
-        done = jobs.filter(status__in=[s.value for s in Job.TERMINAL]).count()
+        done, total = run_progress(run.pk)
         line = f"{bar(done, total)}  {run.status}"
         if line != last:
             cmd.stdout.write(("\r" + line) if tty else line, ending="" if tty else "\n")
@@ -63,10 +60,6 @@ def wait_for(cmd: BaseCommand, run_id: Any, timeout: float) -> Run:
 
 
 def summary(cmd: BaseCommand, run: Run) -> None:
-    from django.conf import settings
-
-    from ..api.runs import lane_states
-
     cmd.stdout.write(f"run {run.run_id}: {run.status} in {run.duration_s or 0:.1f}s")
     if run.message:
         cmd.stdout.write(f"  {run.message}")
@@ -87,7 +80,7 @@ def run(cmd: BaseCommand, options: dict[str, Any]) -> None:
             entry_files=options["entry_files"],
             submitted_by="cli",
         )
-    except SubmitError as exc:
+    except ServiceError as exc:
         raise CommandError(str(exc)) from None
     cmd.stdout.write(f"run {new.run_id} submitted: {new.title}")
     if not options["wait"]:

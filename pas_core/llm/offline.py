@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .providers import LlmReply
+from .reply import LlmReply
 from .schemas import LANES, SCHEMA_MARKER, json_extract, paths_of
 
 PRODUCED_BY = "offline-planner"

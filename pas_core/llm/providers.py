@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +18,9 @@ import httpx
 import openai
 from django.conf import settings
 
-from ..runtime.types import AttemptError
-
-Beat = Callable[[float, str], None]
+from ..errors import AttemptError
+from .offline import offline_complete
+from .reply import Beat, LlmReply
 
 
 @dataclass(frozen=True)
@@ -75,16 +75,6 @@ PRICES: dict[str, tuple[float, float]] = {
 CONNECT_TIMEOUT_S = 5.0
 # A stream that trickles forever beats forever; cut it off after this many read timeouts.
 TOTAL_TIMEOUT_FACTOR = 5
-
-
-@dataclass
-class LlmReply:
-    text: str
-    model: str
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
-    produced_by: str = ""
 
 
 def model_split(model_id: str) -> tuple[str, str]:
@@ -204,6 +194,25 @@ def _mapped(stream: Any, model_id: str, key: str, deadline: float) -> Iterator[A
             raise AttemptError("timeout", f"{model_id}: the stream did not finish in time")
 
 
+def _collect(
+    chunks: Iterator[Any], beat: Beat | None, *, default_model: str
+) -> tuple[list[str], Any, str]:
+    """Gather a stream's text, its usage (the last chunk carries it) and who answered."""
+    parts: list[str] = []
+    usage: Any = None
+    answered_by = default_model
+    for n, chunk in enumerate(chunks, start=1):
+        answered_by = getattr(chunk, "model", None) or answered_by
+        usage = getattr(chunk, "usage", None) or usage
+        for choice in getattr(chunk, "choices", None) or []:
+            content = getattr(getattr(choice, "delta", None), "content", None)
+            if isinstance(content, str):
+                parts.append(content)
+        if beat is not None:
+            beat(n / (n + 20), "streaming")
+    return parts, usage, answered_by
+
+
 def llm_chat(
     model_id: str,
     messages: list[dict[str, Any]],
@@ -237,24 +246,15 @@ def llm_chat(
     if json_mode:
         kwargs["response_format"] = {"type": "json_object"}
     deadline = time.monotonic() + timeout_s * TOTAL_TIMEOUT_FACTOR
-    parts: list[str] = []
-    usage: Any = None
-    answered_by = model
     try:
         try:
             stream = client.chat.completions.create(**kwargs)
         except Exception as exc:  # noqa: BLE001 - every failure maps to a kind
             raise _error(exc, model_id, key) from None
         try:
-            for n, chunk in enumerate(_mapped(stream, model_id, key, deadline), start=1):
-                answered_by = getattr(chunk, "model", None) or answered_by
-                usage = getattr(chunk, "usage", None) or usage
-                for choice in getattr(chunk, "choices", None) or []:
-                    content = getattr(getattr(choice, "delta", None), "content", None)
-                    if isinstance(content, str):
-                        parts.append(content)
-                if beat is not None:
-                    beat(n / (n + 20), "streaming")
+            parts, usage, answered_by = _collect(
+                _mapped(stream, model_id, key, deadline), beat, default_model=model
+            )
         finally:
             stream.close()
     finally:
@@ -287,8 +287,11 @@ def llm_complete(
     ``offline`` (the default): the built-in offline planner serves every model id, no
     network. ``live``: the real provider, through :func:`llm_chat`.
     """
-    if str(getattr(settings, "PAS_LLM_MODE", "offline")).strip().lower() == "live":
+    mode = settings.PAS_LLM_MODE
+    if mode == "live":
         return llm_chat(model_id, messages, beat=beat, json_mode=json_mode, timeout_s=timeout_s)
-    from .offline import offline_complete
-
-    return offline_complete(model_id, messages, beat=beat)
+    if mode == "offline":
+        return offline_complete(model_id, messages, beat=beat)
+    # The system check pas_core.E001 refuses this at start; a worker started anyway fails
+    # every attempt visibly rather than quietly planning offline.
+    raise AttemptError("error", f"PAS_LLM_MODE {mode!r} is neither offline nor live")

@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..runtime.types import AttemptError
+from ..errors import AttemptError
 
 LANES = ("Code", "Models", "Data", "DevSecOps", "Docs")
 LaneName = Literal["Code", "Models", "Data", "DevSecOps", "Docs"]

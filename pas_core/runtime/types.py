@@ -7,39 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import AttemptError
 from ..models import Agent, Attempt, Job, Run
+from ..services.jobs import ChildCard
 
-# Error kinds (DESIGN section 5); supervision routes each one.
-ERROR_KINDS = (
-    "timeout",
-    "crash",
-    "error",
-    "bad_output",
-    "auth",
-    "model_not_found",
-    "rate_limit",
-    "budget_exceeded",
-)
-
-
-class AttemptError(Exception):
-    """The attempt failed in a known way; ``kind`` is one of ERROR_KINDS."""
-
-    def __init__(self, kind: str, message: str):
-        if kind not in ERROR_KINDS:
-            kind = "error"
-        self.kind = kind
-        self.message = message
-        super().__init__(f"{kind}: {message}")
-
-
-@dataclass
-class ChildCard:
-    """A job card for one child agent; the runtime gives it its job id."""
-
-    agent_id: str
-    card: dict[str, Any]
-    lane: str = ""
+__all__ = ["AttemptError", "ChildCard", "Complete", "Delegate", "StepContext"]
 
 
 @dataclass

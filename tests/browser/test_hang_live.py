@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pas_core.services.faults import fault_inject
 from tests.browser.conftest import screenshot
 from tests.e2e import short_timings, stack
 
@@ -34,13 +35,6 @@ RECORD_TRAIL = """
 
 
 def test_a_hang_on_dir_code_recovers_live_on_the_tree(page: Any, proc_env: Any) -> None:
-    try:
-        import pas_core.hhmrs.services  # noqa: F401
-        import pas_core.runtime.service  # noqa: F401
-        from pas_core.llm.faults import fault_inject
-    except ImportError as exc:  # The runtime and supervision land separately.
-        pytest.xfail(f"needs the runtime and supervision services: {exc}")
-
     short_timings(max_restarts=1, max_llm_retries=3)
     # The first attempt and its one restart hang: then a model switch.
     fault_inject("Dir-Code", "hang", count=2, by="test")

@@ -49,7 +49,7 @@ def test_events_from_another_process_change_the_node_and_the_banner(
     django_shell(
         proc_env(),
         "from pas_core.models import Agent\n"
-        "from pas_core.events import event_emit\n"
+        "from pas_core.stores.events import event_emit\n"
         "Agent.objects.filter(pk='Dir-Code').update(status='timed_out')\n"
         "event_emit('hhmrs_timeout', {'agent_id': 'Dir-Code', 'parent_id': 'Architect',"
         " 'restart_count': 0, 'message': 'Dir-Code missed 2 heartbeats'})\n",
@@ -66,7 +66,7 @@ def test_events_from_another_process_change_the_node_and_the_banner(
     django_shell(
         proc_env(),
         "from pas_core.models import Agent\n"
-        "from pas_core.events import event_emit\n"
+        "from pas_core.stores.events import event_emit\n"
         "Agent.objects.filter(pk='Dir-Code').update(status='restarting',"
         " current_model='ollama/llama3.1:8b')\n"
         "event_emit('hhmrs_restart', {'agent_id': 'Dir-Code', 'parent_id': 'PAS Root',"
@@ -98,7 +98,7 @@ def test_the_banner_clears_itself_after_quiet_time(page: Any, proc_env: Any) -> 
     page.wait_for_function("document.body.dataset.stream === 'ok'")
     django_shell(
         proc_env(),
-        "from pas_core.events import event_emit\n"
+        "from pas_core.stores.events import event_emit\n"
         "event_emit('hhmrs_escalation', {'agent_id': 'Dir-Docs', 'message': 'up it goes'})\n",
     )
     page.locator("#tron-banner").wait_for(state="visible", timeout=10_000)
@@ -133,8 +133,8 @@ def test_the_events_and_comms_tails_are_live_and_filtered(page: Any, proc_env: A
     _mark_page(page)
     django_shell(
         proc_env(),
-        "from pas_core.events import event_emit\n"
-        "from pas_core.comms import comms_log\n"
+        "from pas_core.stores.events import event_emit\n"
+        "from pas_core.stores.comms import comms_log\n"
         "event_emit('job_started', {'agent_id': 'Dir-Data', 'message': 'not for this page'})\n"
         "event_emit('job_started', {'agent_id': 'Dir-Code', 'message': 'code lane started'})\n"
         "comms_log(sender='Architect', recipient='Dir-Code', kind='CMD', message='Build it')\n",
@@ -147,8 +147,8 @@ def test_the_events_and_comms_tails_are_live_and_filtered(page: Any, proc_env: A
     _mark_page(page)
     django_shell(
         proc_env(),
-        "from pas_core.comms import comms_log\n"
-        "from pas_core.events import event_emit\n"
+        "from pas_core.stores.comms import comms_log\n"
+        "from pas_core.stores.events import event_emit\n"
         "comms_log(sender='Dir-Code', recipient='Architect', kind='STATUS', message='On it')\n"
         "event_emit('agent_status', {'agent_id': 'Dir-Code', 'status': 'working'})\n",
     )
@@ -163,7 +163,7 @@ def test_a_dropped_stream_resumes_and_misses_nothing(
     _mark_page(page)
     django_shell(
         proc_env(),
-        "from pas_core.events import event_emit\n"
+        "from pas_core.stores.events import event_emit\n"
         "event_emit('hhmrs_restart', {'agent_id': 'Dir-Data', 'n': -1})\n",
     )
     page.wait_for_function("PAS.events.some(e => e.data.n === -1)", timeout=10_000)
@@ -173,7 +173,7 @@ def test_a_dropped_stream_resumes_and_misses_nothing(
     out = django_shell(
         proc_env(),
         "import json\n"
-        "from pas_core.events import event_emit\n"
+        "from pas_core.stores.events import event_emit\n"
         "print(json.dumps([event_emit('hhmrs_restart', {'agent_id': 'Dir-Data', 'n': n}).id"
         " for n in range(8)]))\n",
     )
@@ -294,7 +294,7 @@ def test_the_run_page_is_live(page: Any, proc_env: Any, settings: Any, tree: Any
         proc_env(),
         "from django.utils import timezone\n"
         "from pas_core.models import Run, Job, Attempt\n"
-        "from pas_core.events import event_emit\n"
+        "from pas_core.stores.events import event_emit\n"
         f"Attempt.objects.filter(job_id='jc-demo-Code-1', number=5).update(status='succeeded',"
         " finished_at=timezone.now())\n"
         "Job.objects.filter(job_id='jc-demo-Code-1').update(status='succeeded')\n"
@@ -326,10 +326,10 @@ def test_the_tree_shows_every_status_live(page: Any, proc_env: Any) -> None:
     }
     django_shell(
         proc_env(),
-        "from pas_core.runtime.execute import agent_status_set\n"
+        "from pas_core.services.agents import agent_status_set\n"
         f"for agent, status in {wanted!r}.items():\n"
         "    agent_status_set(agent, status)\n"
-        "from pas_core.hhmrs.services import agent_set_enabled\n"
+        "from pas_core.services.agents import agent_set_enabled\n"
         "agent_set_enabled('Prog-GPT-001', False, by='test')\n",
     )
     for agent, status in wanted.items():

@@ -25,11 +25,11 @@ from django.db import connection
 from django.utils import timezone
 
 from pas_core.auth import token_create
-from pas_core.hhmrs import heartbeats
-from pas_core.llm.faults import fault_inject
 from pas_core.models import Agent, Attempt, Event, Job, Run
-from pas_core.redis import redis_client
-from pas_core.runtime.service import run_submit
+from pas_core.services.faults import fault_inject
+from pas_core.services.submit import run_submit
+from pas_core.stores import heartbeats
+from pas_core.stores.redis import redis_client
 from tests import procs
 from tests.drills.common import figure, rss_kb, tree_rss_mb, wait_for
 from tests.e2e import short_timings, stack

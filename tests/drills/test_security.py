@@ -29,7 +29,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from pas_core.auth import token_create
 from pas_core.models import Agent, ApiToken, Job, Notification, Run
-from pas_core.runtime.service import run_submit
+from pas_core.services.submit import run_submit
 from tests import procs
 from tests.drills.common import figure, proc_logs, wait_for
 from tests.e2e import short_timings, stack

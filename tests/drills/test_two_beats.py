@@ -15,9 +15,9 @@ from collections import Counter
 
 import pytest
 
-from pas_core.llm.faults import fault_inject
 from pas_core.models import Attempt, Event, Job, Run
-from pas_core.runtime.service import run_submit
+from pas_core.services.faults import fault_inject
+from pas_core.services.submit import run_submit
 from tests import procs
 from tests.drills.common import duplicates, figure, proc_logs, wait_for
 from tests.e2e import short_timings, stack

@@ -15,8 +15,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 
-from pas_core.events import event_emit
 from pas_core.models import Event
+from pas_core.stores.events import event_emit
 from tests import procs
 from tests.drills.common import SseClient, duplicates, figure, session_cookie, wait_for
 

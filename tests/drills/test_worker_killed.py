@@ -14,7 +14,7 @@ import time
 import pytest
 
 from pas_core.models import Attempt, Event, Job, Run
-from pas_core.runtime.service import run_submit
+from pas_core.services.submit import run_submit
 from tests.drills.common import children, duplicates, figure, wait_for
 from tests.e2e import short_timings, stack
 

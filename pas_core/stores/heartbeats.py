@@ -18,9 +18,10 @@ import functools
 import time
 from typing import Any
 
-from django.utils import timezone
+from django.conf import settings
 
-from ..redis import redis_client, rkey
+from ..errors import ServiceError
+from .redis import redis_client, rkey
 
 # A details hash outlives its attempt only briefly: long enough for the HMI to show it.
 DETAILS_TTL_S = 3600
@@ -157,63 +158,6 @@ def hb_supervised_count() -> int:
     return int(redis_client().zcard(_running()))
 
 
-class Beater:
-    """The ``beat(progress, message)`` a step calls: throttled, Redis first, DB rarely.
-
-    Writes to Redis at most once per ``interval_s``; refreshes the attempt's database
-    row (for display) at most once per ``db_every_s``.
-    """
-
-    def __init__(
-        self, attempt_id: int, *, agent_id: str, interval_s: float, db_every_s: float = 15.0
-    ):
-        self.attempt_id = attempt_id
-        self.agent_id = agent_id
-        self.interval_s = interval_s
-        self.db_every_s = max(db_every_s, interval_s)
-        self.last_sent = time.monotonic()  # hb_register counted as the first beat
-        self.last_db = self.last_sent
-        self.beats_sent = 0
-
-    def _rejoin(self) -> None:
-        """The store lost this attempt (Redis restarted): register it again if it runs.
-
-        An attempt that TRON timed out is no longer ``running`` in the database and
-        stays out.
-        """
-        from ..models import Attempt
-
-        row = (
-            Attempt.objects.filter(pk=self.attempt_id, status=Attempt.Status.RUNNING)
-            .values_list("job_id", flat=True)
-            .first()
-        )
-        if row is not None:
-            hb_register(self.attempt_id, agent_id=self.agent_id, job_id=row)
-
-    def __call__(self, progress: float = 0.0, message: str = "") -> None:
-        now = time.monotonic()
-        if now - self.last_sent < self.interval_s:
-            return
-        self.last_sent = now
-        try:
-            supervised = hb_beat(
-                self.attempt_id, agent_id=self.agent_id, progress=progress, message=message
-            )
-        except Exception:  # noqa: BLE001 - Redis away: the work goes on; TRON reconciles
-            return
-        self.beats_sent += 1
-        if not supervised:
-            self._rejoin()
-        if now - self.last_db >= self.db_every_s:
-            self.last_db = now
-            from ..models import Attempt
-
-            Attempt.objects.filter(pk=self.attempt_id, status=Attempt.Status.RUNNING).update(
-                last_heartbeat_at=timezone.now(), progress=progress, message=message[:500]
-            )
-
-
 # One round trip for a beat sent over HTTP by job id: find the job's running attempt,
 # check it belongs to the agent, refresh its score and details. Returns 1 (recorded),
 # 0 (the attempt is no longer supervised), -1 (no running attempt for that job),
@@ -248,28 +192,28 @@ HTTP_BEAT_ANSWERS = {
 def http_beat_args(
     agent_id: str, body: dict[str, Any], *, prefix: str, now: float | None = None
 ) -> list[Any]:
-    """Validate a heartbeat body; return the script's ARGV or raise ValueError(field: why)."""
+    """Validate a heartbeat body; return the script's ARGV or raise ServiceError (422)."""
     if not isinstance(body, dict):
-        raise ValueError("body: must be a JSON object")
+        raise ServiceError("body", "must be a JSON object", status=422)
     unknown = set(body) - {"job_id", "state", "message", "progress"}
     if unknown:
-        raise ValueError(f"{sorted(unknown)[0]}: unknown field")
+        raise ServiceError(sorted(unknown)[0], "unknown field", status=422)
     job_id = body.get("job_id") or ""
     if not isinstance(job_id, str) or len(job_id) > 120:
-        raise ValueError("job_id: must be a string of at most 120 characters")
+        raise ServiceError("job_id", "must be a string of at most 120 characters", status=422)
     progress = body.get("progress")
     if progress is not None and (
         isinstance(progress, bool)
         or not isinstance(progress, int | float)
         or not 0 <= progress <= 1
     ):
-        raise ValueError("progress: must be a number from 0 to 1")
+        raise ServiceError("progress", "must be a number from 0 to 1", status=422)
     message = body.get("message") or ""
     state = body.get("state") or ""
     if not isinstance(message, str) or len(message) > 500:
-        raise ValueError("message: must be a string of at most 500 characters")
+        raise ServiceError("message", "must be a string of at most 500 characters", status=422)
     if not isinstance(state, str) or len(state) > 32:
-        raise ValueError("state: must be a string of at most 32 characters")
+        raise ServiceError("state", "must be a string of at most 32 characters", status=422)
     return [
         prefix,
         agent_id,
@@ -283,8 +227,6 @@ def http_beat_args(
 
 def hb_http_beat(agent_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """Record a beat sent over HTTP (the Django fallback of the lean ASGI route)."""
-    from django.conf import settings
-
     args = http_beat_args(agent_id, body, prefix=settings.PAS_REDIS_PREFIX)
     code = int(redis_client().eval(HTTP_BEAT_LUA, 0, *args))
     return HTTP_BEAT_ANSWERS[code]

@@ -1,8 +1,9 @@
 """Fault injection: make the next N attempts of an agent misbehave, on purpose.
 
 For demos, tests and rehearsals of supervision. A fault sits in front of the step (and
-so in front of both the offline planner and live models): the runtime takes one unit
-with :func:`fault_take` when an attempt starts and acts it out with :func:`fault_act`.
+so in front of both the offline planner and live models): the worker takes one unit
+with :func:`fault_take` when an attempt starts and acts it out
+(``pas_core.runtime.faults``).
 
 - ``hang``: stop beating and never return (TRON must catch it).
 - ``crash``: the worker process dies on the spot (exit status 70).
@@ -13,39 +14,36 @@ with :func:`fault_take` when an attempt starts and acts it out with :func:`fault
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable
 from typing import Any
 
 from django.db.models import F, Q
 
-from ..comms import model_short
-from ..events import event_emit
+from ..errors import NotFound, ServiceError
 from ..models import Agent, Fault
-from ..runtime.types import AttemptError
+from ..stores.comms import model_short
+from ..stores.events import event_emit
 
 MAX_COUNT = 100
-CRASH_EXIT_STATUS = 70  # EX_SOFTWARE
-SLOW_S = 3.0
-SLOW_STEP_S = 0.25
 
 
 def fault_inject(agent_id: str, kind: str, count: int = 1, model: str = "", by: str = "") -> Fault:
     """Arm a fault for the next ``count`` attempts of an agent (only on ``model`` if given).
 
-    Raises ValueError naming the field (``kind: ...``, ``count: ...``, ``agent_id: ...``,
-    ``model: ...``) when an argument is invalid.
+    Raises ServiceError naming the field (``kind``, ``count``, ``model``; NotFound for
+    ``agent_id``) when an argument is invalid.
     """
     if kind not in Fault.Kind.values:
-        raise ValueError(f"kind: must be one of {', '.join(Fault.Kind.values)}, not {kind!r}")
+        kinds = ", ".join(Fault.Kind.values)
+        raise ServiceError("kind", f"must be one of {kinds}, not {kind!r}", status=422)
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
-        raise ValueError(f"count: must be a whole number from 1 to {MAX_COUNT}, not {count!r}")
+        raise ServiceError(
+            "count", f"must be a whole number from 1 to {MAX_COUNT}, not {count!r}", status=422
+        )
     model = (model or "").strip()
     if len(model) > 128:
-        raise ValueError("model: at most 128 characters")
+        raise ServiceError("model", "at most 128 characters", status=422)
     if not Agent.objects.filter(agent_id=agent_id).exists():
-        raise ValueError(f"agent_id: no agent {agent_id!r}")
+        raise NotFound("agent_id", f"no agent {agent_id!r}")
     fault = Fault.objects.create(
         agent_id=agent_id, kind=kind, remaining=count, model=model, created_by=by[:150]
     )
@@ -61,7 +59,6 @@ def fault_inject(agent_id: str, kind: str, count: int = 1, model: str = "", by: 
             "message": f"Injected {kind} x{count} into {agent_id}"
             + (f" (only on {model})" if model else ""),
         },
-        agent_id=agent_id,
     )
     return fault
 
@@ -88,33 +85,6 @@ def fault_take(agent_id: str, model: str) -> str | None:
     return None
 
 
-def fault_act(kind: str, beat: Callable[[float, str], None]) -> None:
-    """Act out the part of a fault that comes before the step.
-
-    ``hang`` and ``crash`` never return; ``error`` raises AttemptError("error");
-    ``slow`` returns after about 3 s of beating; ``bad_output`` returns at once (the
-    step garbles its own reply, see ``StepContext.fault``).
-    """
-    if kind == Fault.Kind.HANG:
-        # No beats from here on: to supervision this is a call that never answers.
-        while True:
-            time.sleep(3600)
-    if kind == Fault.Kind.CRASH:
-        # No cleanup, no exception handlers, no finally blocks: a process that dies.
-        os._exit(CRASH_EXIT_STATUS)
-    if kind == Fault.Kind.ERROR:
-        raise AttemptError("error", "injected error")
-    if kind == Fault.Kind.SLOW:
-        steps = int(SLOW_S / SLOW_STEP_S)
-        for i in range(steps):
-            beat(0.05 * (i + 1) / steps, "slow (injected fault)")
-            time.sleep(SLOW_STEP_S)
-        return
-    if kind == Fault.Kind.BAD_OUTPUT:
-        return
-    raise ValueError(f"kind: unknown fault kind {kind!r}")
-
-
 def faults_clear(agent_id: str, by: str = "") -> int:
     """Disarm every fault of an agent; return how many rows were removed."""
     deleted, _ = Fault.objects.filter(agent_id=agent_id).delete()
@@ -122,7 +92,6 @@ def faults_clear(agent_id: str, by: str = "") -> int:
         event_emit(
             "faults_cleared",
             {"agent_id": agent_id, "count": deleted, "by": by},
-            agent_id=agent_id,
         )
     return deleted
 

@@ -1,4 +1,8 @@
-"""HHMRS rules: pure functions, no I/O, ``now`` passed in (DESIGN section 5)."""
+"""HHMRS rules: pure functions and tables, no I/O, ``now`` passed in (DESIGN section 5).
+
+The transition tables below are the only statement of which status may follow which;
+``pas_core.services.transitions`` writes every status change through them.
+"""
 
 from __future__ import annotations
 
@@ -113,3 +117,53 @@ def next_model(chain: list[str], current: str) -> str:
 def worst_case_attempts(limits: Limits) -> int:
     """Return the most attempts one job can take before it fails for good."""
     return (limits.max_restarts + 1) * (limits.max_llm_retries + 1)
+
+
+# -- the state machines -------------------------------------------------------------
+# status -> the statuses it may move to. A write from a status not listed is refused:
+# that is how a result racing a timeout, two sweeps, or a message delivered twice
+# resolve to one winner (the loser's conditional update matches no row).
+
+ATTEMPT_TRANSITIONS: dict[str, frozenset[str]] = {
+    # Started once by its task; killed before it started when its job is restarted.
+    "queued": frozenset({"running", "killed"}),
+    # Ended by its task (succeeded, errored) or by supervision (timed_out, killed).
+    "running": frozenset({"succeeded", "errored", "timed_out", "killed"}),
+    "succeeded": frozenset(),
+    "errored": frozenset(),
+    "timed_out": frozenset(),
+    "killed": frozenset(),
+}
+
+JOB_TRANSITIONS: dict[str, frozenset[str]] = {
+    # queued -> queued: re-sent as a new attempt before the last one started.
+    "queued": frozenset({"queued", "running", "failed", "cancelled"}),
+    # running -> queued: restarted, or switched to another model, as a new attempt.
+    "running": frozenset({"queued", "waiting", "succeeded", "failed", "cancelled"}),
+    # waiting -> queued: every child ended, the aggregate step is sent.
+    # waiting -> waiting: a descendant taken out of the retry queue reopens it.
+    "waiting": frozenset({"queued", "waiting", "cancelled"}),
+    # An ancestor of a retried job waits again for its children.
+    "succeeded": frozenset({"waiting"}),
+    # Taken out of the retry queue: sent again, or waits again for a retried child.
+    "failed": frozenset({"queued", "waiting"}),
+    "cancelled": frozenset(),
+}
+
+RUN_TRANSITIONS: dict[str, frozenset[str]] = {
+    "queued": frozenset({"running", "completed", "failed"}),
+    # running -> running: a retry while other lanes still run.
+    "running": frozenset({"running", "completed", "failed"}),
+    "completed": frozenset(),
+    "failed": frozenset({"running"}),  # A job taken out of the retry queue reopens it.
+}
+
+
+def sources(table: dict[str, frozenset[str]], to: str) -> frozenset[str]:
+    """Return the statuses from which ``table`` allows a move to ``to``."""
+    return frozenset(status for status, targets in table.items() if to in targets)
+
+
+def allowed(table: dict[str, frozenset[str]], current: str, to: str) -> bool:
+    """Return whether ``table`` allows a move from ``current`` to ``to``."""
+    return to in table.get(current, frozenset())

@@ -1,19 +1,34 @@
-"""TRON: the heartbeat sweep. Finds attempts whose heartbeats stopped and hands each to
-its parent. Runs under a short Redis lock so that two beats never both act."""
+"""TRON: the heartbeat sweep. Finds attempts whose heartbeats stopped and hands them to
+supervision, and repairs what a Redis that lost its data forgot. Runs under a short
+Redis lock so that two beats never both act."""
 
 from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from ..config import hhmrs_get
-from ..redis import redis_client, rkey
-from . import heartbeats, policy, services, timeouts
+from . import policy
+from .config import Hhmrs, hhmrs_get
+from .models import Attempt, Job
+from .services.attempts import attempts_resend
+from .services.supervision import attempts_failure_handle, attempts_time_out
+from .stores import heartbeats
+from .stores.redis import redis_client, rkey
 
 log = logging.getLogger(__name__)
 
 LOCK_TTL_S = 30
 RECONCILE_EVERY_S = 10
+# Overdue attempts handled per transaction: short enough that SQLite's other writers
+# barely wait, long enough that 1,000 at once take about a second.
+CHUNK = 100
+# After Redis came back empty, queued attempts older than this are sent again at once
+# (younger ones were most likely sent to the new Redis).
+EMPTIED_GRACE_S = 5.0
+# A failed attempt whose failure no handler took up after this is handled here.
+ORPHAN_AFTER_S = 10.0
 
 
 def sweep(now: float | None = None) -> int:
@@ -49,18 +64,31 @@ def _sweep(now: float) -> int:
         for attempt_id, last_beat in heartbeats.hb_overdue(policy.overdue_cutoff(now, cfg))
         if policy.is_overdue(now, last_beat, cfg)
     ]
-    # In chunks, one transaction each (see timeouts.py): 1,000 at once in about a second.
-    return timeouts.attempts_time_out(overdue, now=now, cfg=cfg) if overdue else 0
+    return time_out_in_chunks(overdue, now=now, cfg=cfg)
 
 
-# After Redis came back empty, queued attempts older than this are sent again at once
-# (younger ones were most likely sent to the new Redis).
-EMPTIED_GRACE_S = 5.0
-# A failed attempt whose failure no handler took up after this is handled here.
-ORPHAN_AFTER_S = 10.0
+def time_out_in_chunks(overdue: list[tuple[int, float]], *, now: float, cfg: Hhmrs) -> int:
+    """Time out ``overdue`` in chunks of CHUNK, one transaction each; return how many.
+
+    A chunk that fails as a whole (a bad row, a deadlock) is rolled back and handled
+    one attempt at a time, so one bad job never holds the others back.
+    """
+    handled = 0
+    for start in range(0, len(overdue), CHUNK):
+        chunk = overdue[start : start + CHUNK]
+        try:
+            handled += attempts_time_out(chunk, now=now, cfg=cfg)
+        except Exception:  # noqa: BLE001 - retried one by one below
+            log.exception("TRON: a chunk of %s timeouts failed; one by one now", len(chunk))
+            for item in chunk:
+                try:
+                    handled += attempts_time_out([item], now=now, cfg=cfg)
+                except Exception:  # noqa: BLE001 - one bad job must not stop the sweep
+                    log.exception("TRON: handling attempt %s failed", item[0])
+    return handled
 
 
-def reconcile(now: float, cfg: object, *, emptied: bool = False) -> dict[str, int]:
+def reconcile(now: float, cfg: Hhmrs, *, emptied: bool = False) -> dict[str, int]:
     """Repair what Redis lost (a restart without persistence), every few seconds.
 
     - A running attempt missing from the store goes back in with its last beat from
@@ -73,36 +101,8 @@ def reconcile(now: float, cfg: object, *, emptied: bool = False) -> dict[str, in
       handler's message could not be sent: Redis was away) is handled here. Handling
       is idempotent (the job row is locked, the attempt must still be current).
     """
-    from datetime import UTC, datetime, timedelta
-
-    from ..models import Attempt
-    from ..runtime.execute import attempt_send
-
-    timeout = float(getattr(cfg, "timeout_threshold_s", 60))
-    running = list(
-        Attempt.objects.filter(status=Attempt.Status.RUNNING).values_list(
-            "pk", "agent_id", "job_id", "last_heartbeat_at", "started_at"
-        )
-    )
-    repaired = 0
-    # One round trip for all of them: this runs inside the sweep's lock, and one
-    # ZSCORE per running attempt (1,000 running: 0.8 s) held the next detection back.
-    scores = heartbeats.hb_last_many([pk for pk, *_ in running])
-    for (pk, agent_id, job_id, last, started), score in zip(running, scores, strict=True):
-        if score is None:
-            stamp = last or started
-            seen = stamp.timestamp() if stamp is not None else now
-            heartbeats.hb_register(pk, agent_id=agent_id, job_id=job_id, now=seen)
-            repaired += 1
-    wait_s = EMPTIED_GRACE_S if emptied else max(30.0, 3 * timeout)
-    stale = datetime.fromtimestamp(now, tz=UTC) - timedelta(seconds=wait_s)
-    resent = 0
-    for attempt in Attempt.objects.filter(status=Attempt.Status.QUEUED, created_at__lt=stale):
-        if redis_client().set(
-            rkey("tron", "resent", attempt.pk), 1, nx=True, ex=int(max(30, 3 * timeout))
-        ):
-            attempt_send(attempt)
-            resent += 1
+    repaired = _running_register(now)
+    resent = _queued_resend(now, cfg, emptied=emptied)
     orphans = _orphans_handle(datetime.fromtimestamp(now - ORPHAN_AFTER_S, tz=UTC))
     if repaired or resent or orphans:
         log.warning(
@@ -115,10 +115,42 @@ def reconcile(now: float, cfg: object, *, emptied: bool = False) -> dict[str, in
     return {"running": repaired, "queued": resent, "failures": orphans}
 
 
-def _orphans_handle(before: object) -> int:
-    """Handle failed current attempts of open jobs that ended before ``before``."""
-    from ..models import Attempt, Job
+def _running_register(now: float) -> int:
+    running = list(
+        Attempt.objects.filter(status=Attempt.Status.RUNNING).values_list(
+            "pk", "agent_id", "job_id", "last_heartbeat_at", "started_at"
+        )
+    )
+    # One round trip for all of them: this runs inside the sweep's lock, and one
+    # ZSCORE per running attempt (1,000 running: 0.8 s) held the next detection back.
+    scores = heartbeats.hb_last_many([pk for pk, *_ in running])
+    repaired = 0
+    for (pk, agent_id, job_id, last, started), score in zip(running, scores, strict=True):
+        if score is None:
+            stamp = last or started
+            seen = stamp.timestamp() if stamp is not None else now
+            heartbeats.hb_register(pk, agent_id=agent_id, job_id=job_id, now=seen)
+            repaired += 1
+    return repaired
 
+
+def _queued_resend(now: float, cfg: Hhmrs, *, emptied: bool) -> int:
+    timeout = cfg.timeout_threshold_s
+    wait_s = EMPTIED_GRACE_S if emptied else max(30.0, 3 * timeout)
+    stale = datetime.fromtimestamp(now, tz=UTC) - timedelta(seconds=wait_s)
+    lost = [
+        attempt
+        for attempt in Attempt.objects.filter(status=Attempt.Status.QUEUED, created_at__lt=stale)
+        # Once per attempt per while: a backlog is not re-sent on every sweep.
+        if redis_client().set(
+            rkey("tron", "resent", attempt.pk), 1, nx=True, ex=int(max(30, 3 * timeout))
+        )
+    ]
+    return attempts_resend(lost) if lost else 0
+
+
+def _orphans_handle(before: Any) -> int:
+    """Handle failed current attempts of open jobs that ended before ``before``."""
     ended = [Attempt.Status.ERRORED, Attempt.Status.TIMED_OUT, Attempt.Status.KILLED]
     ids = list(
         Job.objects.filter(
@@ -130,7 +162,7 @@ def _orphans_handle(before: object) -> int:
     handled = 0
     for attempt_id in ids:
         try:
-            handled += services.attempt_failure_handle(attempt_id) != "handled"
+            handled += attempts_failure_handle([attempt_id])[attempt_id] != "handled"
         except Exception:  # noqa: BLE001 - one bad job must not stop the sweep
             log.exception("handling the failure of attempt %s failed", attempt_id)
     return handled

@@ -1,4 +1,4 @@
-"""Runs and job cards entering the tree."""
+"""Runs and job cards entering the tree: a Prime Directive, or a card sent to an agent."""
 
 from __future__ import annotations
 
@@ -7,19 +7,25 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from .. import comms
-from ..events import event_emit
+from ..errors import NotFound, ServiceError
 from ..models import Agent, Job, Run
-from .execute import attempt_dispatch, job_create
+from ..stores.comms import comms_log
+from ..stores.events import event_emit
+from .attempts import attempt_create
+from .jobs import job_create
 
 
-class SubmitError(ValueError):
-    """Refused input; ``field`` names what is wrong."""
+def _refuse(field: str, message: str, status: int = 422) -> ServiceError:
+    return ServiceError(field, message, status=status)
 
-    def __init__(self, field: str, message: str, *, status: int = 422):
-        self.field = field
-        self.status = status
-        super().__init__(f"{field}: {message}")
+
+def _root_agent() -> Agent:
+    root = Agent.objects.filter(role="root").first()
+    if root is None:
+        raise _refuse(
+            "agents", "no PAS Root agent: run `python manage.py pas bootstrap`", status=503
+        )
+    return root
 
 
 def run_submit(
@@ -36,16 +42,12 @@ def run_submit(
     """Create a run for a Prime Directive and send PAS Root its first job."""
     title, goal = (title or "").strip(), (goal or "").strip()
     if not title:
-        raise SubmitError("title", "must not be empty")
+        raise _refuse("title", "must not be empty")
     if not goal:
-        raise SubmitError("goal", "must not be empty")
+        raise _refuse("goal", "must not be empty")
     if len(title) > 200:
-        raise SubmitError("title", "must be at most 200 characters")
-    root = Agent.objects.filter(role="root").first()
-    if root is None:
-        raise SubmitError(
-            "agents", "no PAS Root agent: run `python manage.py pas bootstrap`", status=503
-        )
+        raise _refuse("title", "must be at most 200 characters")
+    root = _root_agent()
     with transaction.atomic():
         run = Run.objects.create(
             title=title,
@@ -59,24 +61,13 @@ def run_submit(
             status=Run.Status.QUEUED,
         )
         job = job_create(
-            run=run,
-            agent=root,
-            job_id=f"jc-{str(run.run_id)[:8]}-root",
-            card={
-                "role": "root",
-                "task": goal,
-                "title": title,
-                "description": run.description,
-                "entry_files": run.entry_files,
-                "budget": {"tokens_max": budget_tokens_max, "cost_usd_max": budget_cost_usd_max},
-                "submitted_by": submitted_by,
-            },
+            run=run, agent=root, job_id=f"jc-{str(run.run_id)[:8]}-root", card=_root_card(run)
         )
         event_emit(
             "run_submitted",
             {"run_id": str(run.run_id), "title": title, "status": "queued", "by": submitted_by},
         )
-        comms.comms_log(
+        comms_log(
             sender=submitted_by or "user",
             recipient=root.agent_id,
             kind="CMD",
@@ -84,28 +75,40 @@ def run_submit(
             run_id=run.run_id,
             status="queued",
         )
-        attempt_dispatch(job)
+        attempt_create(job)
     return run
+
+
+def _root_card(run: Run) -> dict[str, Any]:
+    return {
+        "role": "root",
+        "task": run.goal,
+        "title": run.title,
+        "description": run.description,
+        "entry_files": run.entry_files,
+        "budget": {"tokens_max": run.budget_tokens_max, "cost_usd_max": run.budget_cost_usd_max},
+        "submitted_by": run.submitted_by,
+    }
 
 
 def job_submit(agent_id: str, card: dict[str, Any], *, submitted_by: str = "") -> Job:
     """Accept a job card sent straight to an agent (``POST /api/agents/{id}/submit``)."""
     agent = Agent.objects.filter(agent_id=agent_id).first()
     if agent is None:
-        raise SubmitError("agent_id", f"no agent {agent_id!r}", status=404)
+        raise NotFound("agent_id", f"no agent {agent_id!r}")
     if not isinstance(card, dict):
-        raise SubmitError("job_card", "must be an object")
+        raise _refuse("job_card", "must be an object")
     job_id = str(card.get("id") or "").strip()
     task = str(card.get("task") or "").strip()
     if not task:
-        raise SubmitError("job_card.task", "must not be empty")
+        raise _refuse("job_card.task", "must not be empty")
     if job_id and Job.objects.filter(pk=job_id).exists():
-        raise SubmitError("job_card.id", f"duplicate job card id {job_id!r}", status=400)
+        raise _refuse("job_card.id", f"duplicate job card id {job_id!r}", status=400)
     with transaction.atomic():
         run_id = card.get("run_id")
         run = Run.objects.filter(pk=run_id).first() if run_id else None
         if run_id and run is None:
-            raise SubmitError("job_card.run_id", f"no run {run_id!r}", status=404)
+            raise NotFound("job_card.run_id", f"no run {run_id!r}")
         if run is None:
             run = Run.objects.create(
                 title=str(card.get("title") or task)[:200],
@@ -116,11 +119,11 @@ def job_submit(agent_id: str, card: dict[str, Any], *, submitted_by: str = "") -
             )
         job_id = job_id or f"jc-{str(run.run_id)[:8]}-{agent.agent_id.lower().replace(' ', '-')}"
         if Job.objects.filter(pk=job_id).exists():
-            raise SubmitError("job_card.id", f"duplicate job card id {job_id!r}", status=400)
+            raise _refuse("job_card.id", f"duplicate job card id {job_id!r}", status=400)
         job = job_create(
             run=run, agent=agent, card=card, job_id=job_id, lane=str(card.get("lane") or "")
         )
-        comms.comms_log(
+        comms_log(
             sender=submitted_by or "user",
             recipient=agent.agent_id,
             kind="CMD",
@@ -128,5 +131,5 @@ def job_submit(agent_id: str, card: dict[str, Any], *, submitted_by: str = "") -
             run_id=run.run_id,
             status="queued",
         )
-        attempt_dispatch(job)
+        attempt_create(job)
     return job

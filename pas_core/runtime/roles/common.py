@@ -1,0 +1,74 @@
+"""What every role's step shares: its subordinates, asking its model, its usage."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, TypeVar
+
+from django.db.models import QuerySet
+from pydantic import BaseModel
+
+from ...llm.providers import llm_complete
+from ...llm.reply import LlmReply
+from ...llm.schemas import parse_json, schema_instructions
+from ...models import Agent
+from ..types import StepContext
+
+S = TypeVar("S", bound=BaseModel)
+
+PRIORITY_NORMAL = 5
+GARBAGE = "<<injected fault: bad_output>> this reply is not JSON {"
+
+
+def subordinates(agent: Agent, role: str) -> QuerySet[Agent]:
+    return Agent.objects.filter(parent=agent, role=role, enabled=True).order_by(
+        "position", "agent_id"
+    )
+
+
+def ask(
+    ctx: StepContext, schema: type[S], duty: str, payload: dict[str, Any]
+) -> tuple[S, LlmReply]:
+    """Ask the attempt's model for ``schema``; beats map onto progress 0.1..0.8."""
+    messages = [
+        {
+            "role": "system",
+            "content": f"You are {ctx.agent.agent_id}, {duty}\n\n{schema_instructions(schema)}",
+        },
+        {
+            "role": "user",
+            "content": "Input:\n```json\n"
+            + json.dumps(payload, indent=1, ensure_ascii=False, default=str)
+            + "\n```",
+        },
+    ]
+
+    def beat(progress: float, message: str) -> None:
+        ctx.beat(0.1 + 0.7 * progress, message)
+
+    ctx.beat(0.1, f"asking {ctx.model or 'the model'} for a {schema.__name__}")
+    reply = llm_complete(ctx.model, messages, beat=beat, json_mode=True)
+    text = GARBAGE if ctx.fault == "bad_output" else reply.text
+    return parse_json(text, schema), reply
+
+
+def usage(reply: LlmReply) -> dict[str, Any]:
+    return {
+        "produced_by": reply.produced_by,
+        "model": reply.model,
+        "tokens_in": reply.tokens_in,
+        "tokens_out": reply.tokens_out,
+        "tokens": reply.tokens_in + reply.tokens_out,
+        "cost_usd": reply.cost_usd,
+    }
+
+
+def lane_of(ctx: StepContext) -> str:
+    lane = ctx.job.lane or str(ctx.job.card.get("lane") or "") or ctx.agent.lane
+    return lane if re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,31}", lane) else "misc"
+
+
+def remap(wanted: str, allowed: list[str], index: int) -> str:
+    """Return ``wanted`` if allowed, else the round-robin pick (LLMs invent ids)."""
+    return wanted if wanted in allowed else allowed[index % len(allowed)]

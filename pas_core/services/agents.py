@@ -1,0 +1,95 @@
+"""Agents: their display status, their current model, and the operator's switches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.utils import timezone
+
+from .. import policy
+from ..errors import NotFound
+from ..models import Agent, Attempt
+from ..stores.events import event_emit, events_emit
+
+
+def agents_status_set(agent_ids: Iterable[str], status: str, *, unless_busy: bool = False) -> None:
+    """Set agents' display status and announce each change; disabled agents stay disabled.
+
+    With ``unless_busy``, an agent that still runs another attempt reads ``working``
+    instead (set ``idle`` when one of its jobs ends while another still runs).
+    """
+    ids = list(dict.fromkeys(agent_ids))
+    if not ids:
+        return
+    targets = dict.fromkeys(ids, status)
+    if unless_busy and status == Agent.Status.IDLE:
+        busy = Attempt.objects.filter(agent_id__in=ids, status=Attempt.Status.RUNNING)
+        for agent_id in busy.values_list("agent_id", flat=True):
+            targets[agent_id] = Agent.Status.WORKING
+    changed: set[str] = set()
+    for target in set(targets.values()):
+        group = [a for a, s in targets.items() if s == target]
+        rows = Agent.objects.filter(agent_id__in=group, enabled=True).exclude(status=target)
+        moved = list(rows.values_list("agent_id", flat=True))
+        if moved:
+            Agent.objects.filter(agent_id__in=moved).update(
+                status=target, updated_at=timezone.now()
+            )
+            changed.update(moved)
+    events_emit(
+        [("agent_status", {"agent_id": a, "status": targets[a]}) for a in ids if a in changed]
+    )
+
+
+def agent_status_set(agent_id: str, status: str, *, unless_busy: bool = False) -> None:
+    agents_status_set([agent_id], status, unless_busy=unless_busy)
+
+
+def agent_get(agent_id: str) -> Agent:
+    """Return the agent, or raise NotFound naming ``agent_id``."""
+    agent = Agent.objects.select_related("parent").filter(pk=agent_id).first()
+    if agent is None:
+        raise NotFound("agent_id", f"no agent {agent_id!r}")
+    return agent
+
+
+def agent_switch_model(agent: Agent, *, old: str | None = None) -> tuple[str, str]:
+    """Move the agent to the model after ``old`` (its current one) in its chain.
+
+    Return ``(old, new)``. A switch also starts the agent's own restart count over
+    (the counter the seed's handlers keep for an agent without a job).
+    """
+    old = agent.current_model if old is None else old
+    new = policy.next_model(agent.model_chain, old)
+    Agent.objects.filter(pk=agent.pk).update(
+        current_model=new, restart_count=0, updated_at=timezone.now()
+    )
+    agent.current_model, agent.restart_count = new, 0
+    return old, new
+
+
+def agent_model_reset(agent_id: str, *, by: str = "") -> Agent:
+    """Put the agent back on its primary model; its own counters start over."""
+    agent = agent_get(agent_id)
+    old = agent.current_model
+    Agent.objects.filter(pk=agent_id).update(
+        current_model=agent.primary_model, restart_count=0, llm_failure_count=0
+    )
+    agent.current_model = agent.primary_model
+    agent.restart_count = agent.llm_failure_count = 0
+    event_emit(
+        "agent_model_reset",
+        {"agent_id": agent_id, "old_llm": old, "new_llm": agent.primary_model, "by": by},
+    )
+    return agent
+
+
+def agent_set_enabled(agent_id: str, enabled: bool, *, by: str = "") -> Agent:
+    agent = agent_get(agent_id)
+    status = Agent.Status.IDLE if enabled else Agent.Status.DISABLED
+    Agent.objects.filter(pk=agent_id).update(enabled=enabled, status=status)
+    agent.enabled, agent.status = enabled, status
+    event_emit(
+        "agent_status", {"agent_id": agent_id, "status": status, "enabled": enabled, "by": by}
+    )
+    return agent

@@ -1,0 +1,168 @@
+"""Attempts: created and sent, started at most once, failed by their worker.
+
+An attempt is one execution of a job; ``number`` is its fencing generation. The job's
+``current_attempt`` names the only attempt whose result counts: creating a new one
+fences off every older one at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from django.db import transaction
+from django.db.models import Max, OuterRef, Subquery
+from django.utils import timezone
+
+from .. import dispatch
+from ..models import Agent, Attempt, Job, Run
+from ..stores import heartbeats
+from ..stores.events import event_emit
+from .agents import agent_status_set
+from .transitions import attempt_move, jobs_move, run_move
+
+Phase = str
+
+
+def attempts_create(items: Sequence[tuple[Job, Phase, str | None]]) -> list[Attempt]:
+    """Give each job a new current attempt (``(job, phase, model)``; None: the agent's).
+
+    The jobs move to ``queued`` (their older attempts are fenced off from here on) and
+    the attempts are sent over one broker connection once the transaction commits.
+    Jobs whose status does not allow it (ended meanwhile) get none. One job is a list
+    of one.
+    """
+    if not items:
+        return []
+    with transaction.atomic():
+        pks = sorted({job.pk for job, _, _ in items})
+        # Lock the jobs first, in pk order: the order every writer takes them in.
+        locked = {
+            job.pk: job
+            for job in Job.objects.select_for_update(of=("self",))
+            .select_related("agent")
+            .filter(pk__in=pks)
+            .order_by("pk")
+        }
+        top = dict(
+            Attempt.objects.filter(job_id__in=pks)
+            .values("job_id")
+            .annotate(n=Max("number"))
+            .values_list("job_id", "n")
+        )
+        fresh = [
+            Attempt(
+                job=locked[job.pk],
+                number=(top.get(job.pk) or 0) + 1,
+                phase=phase,
+                agent_id=job.agent_id,
+                model=locked[job.pk].agent.current_model if model is None else model,
+                celery_task_id=uuid.uuid4().hex,
+            )
+            for job, phase, model in items
+            if job.pk in locked
+        ]
+        Attempt.objects.bulk_create(fresh)
+        newest = Attempt.objects.filter(job=OuterRef("pk")).order_by("-number").values("pk")[:1]
+        moved = set(jobs_move(pks, to=Job.Status.QUEUED, current_attempt=Subquery(newest)))
+        sent = [a for a in fresh if a.job_id in moved]
+        callers = {job.pk: job for job, _, _ in items}
+        for attempt in sent:  # The callers' objects see what the rows now say.
+            job = callers[attempt.job_id]
+            job.current_attempt, job.status = attempt, Job.Status.QUEUED
+        dispatch.attempts_send_on_commit([(a.pk, a.celery_task_id) for a in sent])
+    return sent
+
+
+def attempt_create(
+    job: Job, *, phase: Phase = Attempt.Phase.STEP, model: str | None = None
+) -> Attempt:
+    """Give one job a new current attempt (see ``attempts_create``)."""
+    created = attempts_create([(job, phase, model)])
+    if not created:
+        raise ValueError(f"job_id: {job.pk} cannot be sent again (status {job.status})")
+    return created[0]
+
+
+def attempts_resend(attempts: Sequence[Attempt]) -> int:
+    """Send queued attempts again (their message was lost); a duplicate does nothing."""
+    return dispatch.attempts_send([(a.pk, a.celery_task_id) for a in attempts])
+
+
+def attempt_start(attempt: Attempt) -> bool:
+    """Move a queued attempt to running, once; return False if it was not queued.
+
+    A message delivered twice, or an attempt killed before it started, finds it no
+    longer queued and runs nothing. The winner is supervised from this moment.
+    """
+    now = timezone.now()
+    if not attempt_move(
+        attempt.pk, to=Attempt.Status.RUNNING, started_at=now, last_heartbeat_at=now
+    ):
+        return False
+    job = attempt.job
+    heartbeats.hb_register(attempt.pk, agent_id=attempt.agent_id, job_id=job.pk)
+    with transaction.atomic():
+        jobs_move([job.pk], to=Job.Status.RUNNING, where={"current_attempt": attempt.pk})
+        run_move(
+            job.run_id, to=Run.Status.RUNNING, where={"status": Run.Status.QUEUED}, started_at=now
+        )
+        agent_status_set(attempt.agent_id, Agent.Status.WORKING)
+        event_emit(
+            "job_started",
+            {
+                "agent_id": attempt.agent_id,
+                "job_id": job.pk,
+                "run_id": str(job.run_id),
+                "attempt": attempt.number,
+                "phase": attempt.phase,
+                "llm_model": attempt.model,
+                "status": "running",
+            },
+        )
+    return True
+
+
+def attempt_fail(attempt: Attempt, *, kind: str, message: str) -> bool:
+    """Record a failed attempt and hand it to supervision; False if it already ended."""
+    with transaction.atomic():
+        won = attempt_move(
+            attempt.pk,
+            to=Attempt.Status.ERRORED,
+            error_kind=kind,
+            error=message[:4000],
+            finished_at=timezone.now(),
+        )
+        if not won:
+            return False
+        event_emit(
+            "attempt_failed",
+            {
+                "agent_id": attempt.agent_id,
+                "job_id": attempt.job_id,
+                "run_id": str(attempt.job.run_id),
+                "kind": kind,
+                "message": message[:500],
+                "attempt": attempt.number,
+                "llm_model": attempt.model,
+            },
+        )
+        dispatch.failure_handle_send(attempt.pk)
+    heartbeats.hb_unregister(attempt.pk)
+    return True
+
+
+def attempt_beat_record(attempt_id: int, *, progress: float, message: str) -> None:
+    """Refresh a running attempt's database copy of its last beat (for display only)."""
+    Attempt.objects.filter(pk=attempt_id, status=Attempt.Status.RUNNING).update(
+        last_heartbeat_at=timezone.now(), progress=progress, message=message[:500]
+    )
+
+
+def attempt_running_job(attempt_id: int) -> str | None:
+    """Return the job of a still-running attempt (None when it has ended)."""
+    return (
+        Attempt.objects.filter(pk=attempt_id, status=Attempt.Status.RUNNING)
+        .values_list("job_id", flat=True)
+        .first()
+    )
