@@ -74,11 +74,12 @@ def fragments_render(
     return "".join(parts)
 
 
-def fragments_for_events(events: list[dict[str, Any]], *, nodes: bool = False) -> str:
+def fragments_for_events(events: list[dict[str, Any]], *, page: str = "1") -> str:
     """Render the fragments for a batch of events (one live event, or a whole replay).
 
-    Tree nodes are included only when ``nodes`` (the tree page asks for them): a page
-    without them would log an error for every out-of-band fragment with no target.
+    ``page`` is the stream's ``?hmi=`` value: what the asking page shows. Tree nodes
+    are included only for ``tree``: a page without them would log an error for every
+    out-of-band fragment with no target.
 
     Runs in a worker thread: it opens and closes its own database connection, as a
     request would, so a stream that lives for hours never holds a stale one.
@@ -102,7 +103,7 @@ def fragments_for_events(events: list[dict[str, Any]], *, nodes: bool = False) -
                 if status:
                     statuses[touched[0]] = status
             tron = tron or kind in selectors.INTERVENTIONS
-        nodes_ids = agents if nodes else []
+        nodes_ids = agents if page == "tree" else []
         return fragments_render(nodes_ids, badges=badges, statuses=statuses, tron=tron)
     finally:
         close_old_connections()

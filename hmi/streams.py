@@ -6,7 +6,8 @@ Message format (DESIGN section 8), one per stored event::
     event: hhmrs_timeout
     data: {"id": 42, "event_type": "hhmrs_timeout", "agent_id": ..., "data": {...}, ...}
 
-With ``?hmi=1`` (the pages ask for it; ``?hmi=tree`` adds the tree's nodes) each event
+With ``?hmi=<page>`` (the pages ask for it: ``1``, ``tree``, ...; see
+``hmi.fragments.fragments_for_events``, which decides what each page gets) each event
 is followed by HTML for htmx: ``event: hmi`` (same ``id:``) carrying out-of-band
 fragments, and, for an event of a run, ``event: run`` and ``event: run-<run_id>``
 (data: the event type) that the run pages use as triggers to refresh themselves.
@@ -30,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -51,6 +53,7 @@ from .fragments import fragments_for_events
 log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 15.0
+PAGE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 RETRY_MS = 2000
 REPLAY_BATCH = 500
 READY_TIMEOUT_S = 5.0
@@ -115,12 +118,12 @@ _fragments: OrderedDict[Any, asyncio.Future[str]] = OrderedDict()
 _FRAGMENTS_MAX = 256
 
 
-async def _fragments_for(key: Any, events: list[dict[str, Any]], *, nodes: bool) -> str:
-    key = (key, nodes)
+async def _fragments_for(key: Any, events: list[dict[str, Any]], *, page: str) -> str:
+    key = (key, page)
     future = _fragments.get(key)
     if future is None:
         render = sync_to_async(fragments_for_events, thread_sensitive=False)
-        future = asyncio.ensure_future(render(events, nodes=nodes))
+        future = asyncio.ensure_future(render(events, page=page))
         _fragments[key] = future
         while len(_fragments) > _FRAGMENTS_MAX:
             _fragments.popitem(last=False)
@@ -228,7 +231,7 @@ async def _missed(after: int | None, before: int | None) -> list[dict[str, Any]]
     return await sync_to_async(_events_after, thread_sensitive=False)(after, REPLAY_BATCH, before)
 
 
-async def _recovered(events: list[dict[str, Any]], *, hmi: str, nodes: bool) -> AsyncIterator[str]:
+async def _recovered(events: list[dict[str, Any]], *, hmi: str, page: str) -> AsyncIterator[str]:
     """Yield events recovered from the database, marked as replayed, then one refresh."""
     for event in events:
         yield sse_message(
@@ -236,13 +239,13 @@ async def _recovered(events: list[dict[str, Any]], *, hmi: str, nodes: bool) -> 
         )
     if hmi and events:
         key = ("replay", events[0]["id"], events[-1]["id"])
-        html = await _fragments_for(key, events, nodes=nodes)
+        html = await _fragments_for(key, events, page=page)
         if html:
             yield sse_message(html, event="hmi", event_id=events[-1]["id"])
 
 
 async def _replay(
-    after: int, fresh: Callable[[int], bool], *, hmi: str, nodes: bool
+    after: int, fresh: Callable[[int], bool], *, hmi: str, page: str
 ) -> AsyncIterator[str]:
     """Yield everything after the client's last id, in order, in batches; then one refresh."""
     replayed: list[dict[str, Any]] = []
@@ -260,13 +263,13 @@ async def _replay(
     if hmi and replayed:
         # One refresh for the whole replay, not one per missed event.
         last = replayed[-1]["id"]
-        html = await _fragments_for(("replay", replayed[0]["id"], last), replayed, nodes=nodes)
+        html = await _fragments_for(("replay", replayed[0]["id"], last), replayed, page=page)
         if html:
             yield sse_message(html, event="hmi", event_id=last)
 
 
 async def _stream(after: int | None, hmi: str) -> AsyncIterator[str]:
-    nodes = hmi == "tree"
+    page = hmi
     sub = _Subscription()
     seen: OrderedDict[int, None] = OrderedDict()
 
@@ -283,7 +286,7 @@ async def _stream(after: int | None, hmi: str) -> AsyncIterator[str]:
         yield f"retry: {RETRY_MS}\n\n"
         pending = await sub.ready()
         if after is not None:
-            async for chunk in _replay(after, fresh, hmi=hmi, nodes=nodes):
+            async for chunk in _replay(after, fresh, hmi=hmi, page=page):
                 yield chunk
         # From here on every event arrives live: a client (or a test) may rely on it.
         yield ": live\n\n"
@@ -293,7 +296,7 @@ async def _stream(after: int | None, hmi: str) -> AsyncIterator[str]:
             if message is None:
                 # Silence: send what was stored but never reached us (see _missed).
                 missed = [e for e in await _missed(last_sent, None) if fresh(e["id"])]
-                async for chunk in _recovered(missed, hmi=hmi, nodes=nodes):
+                async for chunk in _recovered(missed, hmi=hmi, page=page):
                     yield chunk
                 last_sent = max([last_sent or 0, *(e["id"] for e in missed)])
                 if not missed:
@@ -305,14 +308,14 @@ async def _stream(after: int | None, hmi: str) -> AsyncIterator[str]:
             if last_sent is not None and event_id > last_sent + 1:
                 # A gap: fill it from the database first (see _missed).
                 missed = [e for e in await _missed(last_sent, event_id) if fresh(e["id"])]
-                async for chunk in _recovered(missed, hmi=hmi, nodes=nodes):
+                async for chunk in _recovered(missed, hmi=hmi, page=page):
                     yield chunk
             last_sent = max(last_sent or 0, event_id)
             if not fresh(event_id):
                 continue  # Already sent by the replay.
             yield sse_message(_as_json(message), event=message["event_type"], event_id=event_id)
             if hmi:
-                html = await _fragments_for(event_id, [message], nodes=nodes)
+                html = await _fragments_for(event_id, [message], page=page)
                 if html:
                     yield sse_message(html, event="hmi", event_id=event_id)
                 if message.get("run_id"):
@@ -337,7 +340,7 @@ async def event_stream(request: HttpRequest) -> HttpResponseBase:
                 "login required\n", status=401, content_type="text/plain; charset=utf-8"
             )
     hmi = request.GET.get("hmi", "")
-    hmi = hmi if hmi in ("1", "tree") else ""
+    hmi = hmi if PAGE.fullmatch(hmi) else ""
     response = StreamingHttpResponse(
         _stream(_parse_last_id(request), hmi), content_type="text/event-stream"
     )
