@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-SUBCOMMANDS = ["bootstrap", "token", "settings", "submit", "status", "fault", "demo"]
+SUBCOMMANDS = ["bootstrap", "token", "settings", "submit", "status", "fault", "demo", "llm"]
 
 
 class Command(BaseCommand):
