@@ -14,9 +14,10 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 
 from . import config
-from .models import Agent, HhmrsSettings
+from .models import Agent, HhmrsSettings, Provider
 
 TREE_FILE = Path(__file__).parent / "data" / "default_tree.json"
+PROVIDERS_FILE = Path(__file__).parent / "data" / "providers.json"
 OPERATORS = "operators"
 
 
@@ -24,6 +25,7 @@ OPERATORS = "operators"
 class BootstrapReport:
     agents_created: list[str] = field(default_factory=list)
     agents_updated: list[str] = field(default_factory=list)
+    providers_created: list[str] = field(default_factory=list)
     settings_imported: bool = False
     admin_password: str | None = None
 
@@ -67,11 +69,22 @@ def tree_load(agents: list[dict[str, Any]], report: BootstrapReport) -> None:
             report.agents_updated.append(spec["agent_id"])
 
 
+def providers_load(report: BootstrapReport) -> None:
+    """Create the built-in providers that are missing; never change an existing one."""
+    for spec in json.loads(PROVIDERS_FILE.read_text())["providers"]:
+        _, created = Provider.objects.get_or_create(
+            name=spec["name"], defaults={**spec, "builtin": True}
+        )
+        if created:
+            report.providers_created.append(spec["name"])
+
+
 def bootstrap(*, admin_username: str = "admin") -> BootstrapReport:
     """Bring the database to a usable state; running it twice changes nothing."""
     report = BootstrapReport()
     with transaction.atomic():
         tree_load(default_tree(), report)
+        providers_load(report)
         Group.objects.get_or_create(name=OPERATORS)
         if not HhmrsSettings.objects.filter(pk=1).exists():
             HhmrsSettings.objects.create(

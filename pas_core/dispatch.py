@@ -22,6 +22,8 @@ HHMRS = "hhmrs"
 ATTEMPT_EXECUTE = "pas_core.tasks.attempt_execute"
 ATTEMPT_FAILURE_HANDLE = "pas_core.tasks.attempt_failure_handle"
 NOTIFICATION_DELIVER = "pas_core.tasks.notification_deliver"
+ATTEMPTS_WORKER_LOST = "pas_core.tasks.attempts_worker_lost"
+KILL_COMMAND = "pas_attempts_kill"  # A worker control command (pas_core.tasks).
 
 
 def after_commit(fn: Callable[[], object]) -> None:
@@ -85,28 +87,30 @@ def notification_send(notification_id: int) -> None:
     after_commit(send)
 
 
-def attempts_kill(task_ids: Sequence[str]) -> None:
-    """Kill the worker children running these tasks (SIGKILL), in one broadcast, after commit.
+def attempts_kill(attempt_ids: Sequence[int]) -> None:
+    """End these attempts wherever they run, after commit: one broadcast to every worker.
 
-    The attempts are fenced off already (their rows ended): the kill only stops the
-    work, it decides nothing.
+    Each worker ends the attempts of the list it holds (``pas_core.inflight``) and
+    ignores the rest, so a kill never reaches the wrong attempt, even late. The
+    attempts are fenced off already (their rows ended): the kill only stops the work.
     """
-    ids = [t for t in task_ids if t]
+    ids = [int(a) for a in attempt_ids]
     if not ids:
         return
 
-    def revoke() -> None:
+    def broadcast() -> None:
         try:
-            app.control.revoke(ids, terminate=True, signal="SIGKILL")
+            app.control.broadcast(KILL_COMMAND, arguments={"attempt_ids": ids}, reply=False)
         except Exception:  # noqa: BLE001 - the attempts are fenced off already
-            log.warning("could not revoke %s task(s)", len(ids), exc_info=True)
+            log.warning("could not broadcast the kill of %s attempt(s)", len(ids), exc_info=True)
 
-    after_commit(revoke)
+    after_commit(broadcast)
 
 
-def workers_ping(timeout: float = 1.0) -> list[str]:
-    """Return the names of the Celery workers that answer a ping (empty when none)."""
-    try:
-        return sorted(n for reply in app.control.ping(timeout=timeout) or [] for n in reply)
-    except Exception:  # noqa: BLE001 - reported by the caller
-        return []
+def worker_lost_send(attempt_ids: Sequence[int], *, culprits: Sequence[int], cause: str) -> None:
+    """Tell supervision that a worker process is gone with these attempts (now)."""
+    app.send_task(
+        ATTEMPTS_WORKER_LOST,
+        kwargs={"attempt_ids": list(attempt_ids), "culprits": list(culprits), "cause": cause},
+        queue=HHMRS,
+    )

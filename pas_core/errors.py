@@ -19,6 +19,7 @@ ERROR_KINDS = (
     "model_not_found",
     "rate_limit",
     "budget_exceeded",
+    "runaway",  # A busy loop that never yielded: its worker process had to be replaced.
 )
 
 

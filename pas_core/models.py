@@ -326,6 +326,7 @@ class Fault(models.Model):
         ERROR = "error"
         SLOW = "slow"
         BAD_OUTPUT = "bad_output"
+        SPIN = "spin"  # A CPU busy loop that never returns to the interpreter.
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="faults")
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -339,3 +340,32 @@ class Fault(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} x{self.remaining} on {self.agent_id}"
+
+
+class Provider(models.Model):
+    """An OpenAI-compatible endpoint; model ids ``<name>/<model>`` are served by it.
+
+    Keys never live here: ``key_env`` names the environment variable that holds one.
+    """
+
+    class Structured(models.TextChoices):
+        JSON_SCHEMA = "json_schema"  # response_format json_schema: the reply is constrained.
+        JSON_OBJECT = "json_object"  # response_format json_object: JSON, schema unchecked.
+        NONE = "none"  # No response_format at all; the reply is validated all the same.
+
+    name = models.CharField(max_length=32, primary_key=True)
+    base_url = models.CharField(max_length=300, blank=True)
+    base_url_env = models.CharField(max_length=64, blank=True)
+    key_env = models.CharField(max_length=64, blank=True)
+    max_concurrency = models.PositiveIntegerField(default=8)
+    structured = models.CharField(
+        max_length=16, choices=Structured.choices, default=Structured.JSON_OBJECT
+    )
+    builtin = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -90,6 +90,7 @@ def grandchild_failure_decision(
 ERROR_ROUTES: dict[str, Route] = {
     "timeout": "restart",
     "crash": "restart",
+    "runaway": "restart",
     "error": "restart",
     "bad_output": "restart",
     "rate_limit": "restart",

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from .models import Agent, Event, Job, Run
+from .models import Agent, Event, Job, Provider, Run
 
 ACTIVE = (Job.Status.QUEUED, Job.Status.RUNNING, Job.Status.WAITING)
 TERMINAL = [s.value for s in Job.TERMINAL]
@@ -96,3 +96,12 @@ def open_jobs(agent_ids: Iterable[str] | None = None) -> dict[str, list[Job]]:
 def agents_tree() -> list[Agent]:
     """Return every agent in tree order (parents before children, by position)."""
     return list(Agent.objects.select_related("parent").all())
+
+
+DEFAULT_MAX_CONCURRENCY = 8
+
+
+def provider_cap(name: str) -> int:
+    """Return how many calls to a provider may be in flight at once (its row, or 8)."""
+    cap = Provider.objects.filter(name=name).values_list("max_concurrency", flat=True).first()
+    return max(1, cap or DEFAULT_MAX_CONCURRENCY)

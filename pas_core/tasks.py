@@ -8,17 +8,25 @@ from __future__ import annotations
 from typing import Any
 
 from celery import shared_task
+from celery.signals import worker_ready, worker_shutdown
+from celery.worker.control import control_command
 
-from . import tron
-from .runtime import worker
-from .services import notifications, supervision
+from . import inflight, tron
+from .dispatch import KILL_COMMAND
+from .runtime import liveness, worker
+from .services import notifications, recovery, supervision
 
 
 @shared_task(bind=True, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def attempt_execute(self: Any, attempt_id: int) -> str:
     """Run one attempt of a job (agents queue)."""
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    return worker.attempt_execute(attempt_id, redelivered=redelivered)
+    try:
+        return worker.attempt_execute(attempt_id, redelivered=redelivered)
+    except inflight.AttemptKilled:
+        # A kill that landed between the attempt's end and its thread letting go: the
+        # attempt is over either way; never let it reach Celery (it would requeue).
+        return "killed"
 
 
 @shared_task(ignore_result=True)
@@ -37,3 +45,27 @@ def attempt_failure_handle(attempt_id: int) -> str:
 def notification_deliver(notification_id: int) -> dict[str, Any]:
     """Send a stored notification to the configured webhook and email."""
     return notifications.notification_deliver(notification_id)
+
+
+@shared_task(ignore_result=True)
+def attempts_worker_lost(attempt_ids: list[int], culprits: list[int], cause: str) -> dict[str, int]:
+    """Recover the attempts a replaced worker process held (hhmrs queue)."""
+    return recovery.attempts_worker_lost(attempt_ids, culprits=culprits, cause=cause)
+
+
+@control_command(args=[("attempt_ids", list)], signature="<attempt_ids>", name=KILL_COMMAND)
+def attempts_kill_command(state: Any, attempt_ids: list[int] | None = None) -> dict[str, Any]:
+    """End the listed attempts this worker process holds (sent to every worker)."""
+    return {"killed": inflight.attempts_kill([int(a) for a in attempt_ids or []])}
+
+
+@worker_ready.connect
+def _liveness_start(sender: Any = None, **_kwargs: Any) -> None:
+    """Tick from a thread of this worker process while it lives (see runtime.liveness)."""
+    queues = [q.name for q in getattr(getattr(sender, "task_consumer", None), "queues", [])]
+    liveness.start(name=str(getattr(sender, "hostname", "worker")), queues=queues)
+
+
+@worker_shutdown.connect
+def _liveness_stop(**_kwargs: Any) -> None:
+    liveness.stop()

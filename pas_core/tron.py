@@ -5,6 +5,7 @@ Redis lock so that two beats never both act."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from .config import Hhmrs, hhmrs_get
 from .models import Attempt, Job
 from .services.attempts import attempts_resend
 from .services.supervision import attempts_failure_handle, attempts_time_out
-from .stores import heartbeats
+from .stores import heartbeats, workers
 from .stores.redis import redis_client, rkey
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,9 @@ CHUNK = 100
 EMPTIED_GRACE_S = 5.0
 # A failed attempt whose failure no handler took up after this is handled here.
 ORPHAN_AFTER_S = 10.0
+# How long the attempts of a worker process that stopped ticking wait for its
+# supervisor to say who is to blame (it acts within PAS_WORKER_STALL_S, 5 s).
+WORKER_GRACE_S = 20.0
 
 
 def sweep(now: float | None = None) -> int:
@@ -64,7 +68,40 @@ def _sweep(now: float) -> int:
         for attempt_id, last_beat in heartbeats.hb_overdue(policy.overdue_cutoff(now, cfg))
         if policy.is_overdue(now, last_beat, cfg)
     ]
-    return time_out_in_chunks(overdue, now=now, cfg=cfg)
+    return time_out_in_chunks(_agents_to_blame(overdue, now=now, cfg=cfg), now=now, cfg=cfg)
+
+
+def worker_grace_s() -> float:
+    """How long TRON leaves a stopped worker process's attempts to its supervisor."""
+    try:
+        return max(0.0, float(os.environ.get("PAS_WORKER_GRACE_S") or WORKER_GRACE_S))
+    except ValueError:
+        return WORKER_GRACE_S
+
+
+def _agents_to_blame(
+    overdue: list[tuple[int, float]], *, now: float, cfg: Hhmrs
+) -> list[tuple[int, float]]:
+    """Drop, for a grace, the overdue attempts whose worker process stopped as a whole.
+
+    When every thread of a process stops (one of them spins in C, the process froze,
+    its host is cut off), its attempts all stop beating together, and none of them is
+    to blame but the culprit. The process's supervisor replaces it and says which was
+    which (``services.recovery``); TRON waits ``PAS_WORKER_GRACE_S`` for that, then
+    times out whatever is left (a host that vanished has no supervisor to tell).
+    """
+    owners = heartbeats.hb_workers([attempt_id for attempt_id, _ in overdue])
+    if not owners:
+        return overdue
+    seen = workers.workers_seen(sorted(set(owners.values())))
+    deadline = policy.overdue_cutoff(now, cfg) - worker_grace_s()
+    keep = []
+    for attempt_id, last_beat in overdue:
+        tick = seen.get(owners.get(attempt_id, ""), 0.0)
+        stopped = attempt_id in owners and (tick is None or now - tick > workers.STALE_S)
+        if not stopped or last_beat <= deadline:
+            keep.append((attempt_id, last_beat))
+    return keep
 
 
 def time_out_in_chunks(overdue: list[tuple[int, float]], *, now: float, cfg: Hhmrs) -> int:

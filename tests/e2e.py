@@ -20,13 +20,11 @@ SHORT = {
 
 
 @contextlib.contextmanager
-def stack(env: dict[str, str], *, beat: bool = True, agents: int = 2) -> Iterator[dict[str, Any]]:
-    """Start real workers (agents, hhmrs) and, optionally, beat; stop them after."""
+def stack(env: dict[str, str], *, beat: bool = True, agents: int = 8) -> Iterator[dict[str, Any]]:
+    """Start real workers (agents as the Procfile runs it, hhmrs) and, optionally, beat."""
     with contextlib.ExitStack() as stack_:
         running: dict[str, Any] = {
-            "agents": stack_.enter_context(
-                procs.celery_worker(env, queues="agents", name="agents", concurrency=agents)
-            ),
+            "agents": stack_.enter_context(procs.agents_worker(env, concurrency=agents)),
             "hhmrs": stack_.enter_context(
                 procs.celery_worker(env, queues="hhmrs", name="hhmrs", concurrency=1)
             ),

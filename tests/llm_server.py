@@ -10,6 +10,9 @@
 - ``unauthorized``: 401; ``forbidden``: 403; ``missing``: 404; ``busy``: 429;
   ``broken``: 500.
 - ``stall``: one chunk, then silence for ``STALL_S`` (3 s).
+- ``planner``: streams what PAS's offline planner answers to the same messages (valid
+  JSON for every role), spread over ``server.planner_delay_s`` (2 s): a slow, correct
+  model. ``server.peak`` is the most requests the server served at once.
 
 Every request body is kept in ``server.requests`` for assertions.
 """
@@ -69,6 +72,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/") != "/v1/chat/completions":
             return self._error(404, "no such route", "not_found")
         model = str(body.get("model", ""))
+        if model == "planner":
+            return self._planner(body)
         if model in _ERRORS:
             return self._error(*_ERRORS[model])
         if model == "html":
@@ -103,6 +108,42 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # The client gave up (e.g. its read timeout): that is the point.
         self.close_connection = True
 
+    def _planner(self, body: dict[str, Any]) -> None:
+        from pas_core.llm.offline import offline_answer
+
+        server = self.server
+        with server.lock:
+            server.in_flight += 1
+            server.peak = max(server.peak, server.in_flight)
+        try:
+            text = offline_answer(body.get("messages") or [])
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            parts = [
+                text[i : i + max(1, len(text) // 8)]
+                for i in range(0, len(text), max(1, len(text) // 8))
+            ]
+            for part in parts:
+                time.sleep(server.planner_delay_s / len(parts))
+                self.wfile.write(_chunk("planner", part))
+                self.wfile.flush()
+            usage = {
+                "prompt_tokens": 100,
+                "completion_tokens": len(parts),
+                "total_tokens": 100 + len(parts),
+            }
+            self.wfile.write(_chunk("planner", None, usage=usage))
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        finally:
+            with server.lock:
+                server.in_flight -= 1
+        self.close_connection = True
+
     def _error(self, status: int, message: str, code: str) -> None:
         payload = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
         self._send(status, json.dumps(payload).encode(), "application/json")
@@ -120,6 +161,10 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     requests: list[dict[str, Any]]
+    planner_delay_s = 2.0
+    in_flight = 0
+    peak = 0
+    lock = threading.Lock()
 
 
 @contextmanager

@@ -167,10 +167,16 @@ class CeleryWorker(Proc):
         concurrency: int = 2,
         name: str | None = None,
         extra_args: list[str] | None = None,
+        pool: str = "prefork",
+        supervised: bool = False,
     ):
         name = name or queues.replace(",", "-")
         self.nodename = f"{name}@{socket.gethostname()}"
+        # Supervised: the worker runs under pas_core.scripts.supervise (as the Procfile's
+        # agents worker does), which replaces it when it dies or stops ticking.
+        wrapper = [sys.executable, "-m", "pas_core.scripts.supervise", "--"] if supervised else []
         argv = [
+            *wrapper,
             sys.executable,
             "-m",
             "celery",
@@ -186,7 +192,7 @@ class CeleryWorker(Proc):
             "--without-mingle",
             "--without-gossip",
             "-P",
-            "prefork",
+            pool,
             "-l",
             "INFO",
             *(extra_args or []),
@@ -274,11 +280,13 @@ def celery_worker(
     concurrency: int = 2,
     name: str | None = None,
     extra_args: list[str] | None = None,
+    pool: str = "prefork",
+    supervised: bool = False,
 ) -> CeleryWorker:
     """Return a worker (not started: use ``with`` or ``.start()``) on ``queues``.
 
-    ``name`` defaults to the queues joined by ``-``; /health counts a worker for the
-    ``agents`` or ``hhmrs`` queue by the node name's start (``agents@``, ``hhmrs@``).
+    ``name`` defaults to the queues joined by ``-``. The agents worker of the Procfile
+    is ``pool="threads"`` and ``supervised`` (see ``agents_worker``).
     """
     return CeleryWorker(
         env,
@@ -287,6 +295,23 @@ def celery_worker(
         concurrency=concurrency,
         name=name,
         extra_args=extra_args,
+        pool=pool,
+        supervised=supervised,
+    )
+
+
+def agents_worker(
+    env: Mapping[str, str], *, concurrency: int = 8, log_dir: Path | None = None
+) -> CeleryWorker:
+    """Return the agents worker as the Procfile runs it: threads, under its supervisor."""
+    return celery_worker(
+        env,
+        log_dir=log_dir,
+        queues="agents",
+        name="agents",
+        concurrency=concurrency,
+        pool="threads",
+        supervised=True,
     )
 
 

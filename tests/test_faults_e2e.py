@@ -56,7 +56,7 @@ def _children(pid: int) -> set[int]:
     return {int(p) for p in out.stdout.split()}
 
 
-def test_crash_kills_the_worker_child_and_the_restarted_job_completes(tree, proc_env):
+def test_crash_kills_the_worker_process_and_only_its_attempt_is_blamed(tree, proc_env):
     short_timings()
     fault_inject("Dir-Docs", "crash", count=1)
     with stack(proc_env()) as running:
@@ -64,22 +64,20 @@ def test_crash_kills_the_worker_child_and_the_restarted_job_completes(tree, proc
         before = _children(agents.pid)
         run = run_submit(**DOCS)
         run = wait_run(run.run_id, timeout=90)
-        # The pool replaces the dead child: one of the children it started with goes.
-        gone = wait_until(lambda: before - _children(agents.pid), "a child replaced", 15)
+        # The supervisor replaced the worker process that died.
+        gone = wait_until(lambda: before - _children(agents.pid), "the worker replaced", 15)
+        log = agents.log_text()
 
     assert run.status == Run.Status.COMPLETED, run.message
     _, first, _ = _restarted_once(run, "Dir-Docs")
     assert Fault.objects.get(agent_id="Dir-Docs").remaining == 0
-    # The process died mid-attempt: caught as a crash (the pool saw its child exit and
-    # Celery re-delivered the message) or as a timeout (its beats stopped, and TRON got
-    # there before the pool noticed), never as a success.
-    assert (first.status, first.error_kind) in (
-        (Attempt.Status.ERRORED, "crash"),
-        (Attempt.Status.TIMED_OUT, "timeout"),
-    )
-    assert len(before) == 2 and len(gone) == 1
-    log = agents.log_text()
-    assert f"exitcode {CRASH_EXIT_STATUS}" in log or f"Terminating {first.celery_task_id}" in log
+    # The crash named its attempt before it died: that one failed as a crash (and its
+    # job counted the restart), never as a success.
+    assert (first.status, first.error_kind) == (Attempt.Status.ERRORED, "crash")
+    assert len(before) == 1 and gone == before
+    assert f"exited ({CRASH_EXIT_STATUS}); culprit [{first.pk}]" in log
+    replaced = Event.objects.get(event_type="worker_replaced")
+    assert replaced.data["cause"] == "crash" and replaced.data["culprits"] == [first.pk]
 
 
 @pytest.mark.parametrize("kind", ["error", "bad_output"])

@@ -134,8 +134,12 @@ def test_a_worker_killed_mid_attempt_loses_nothing(tree, proc_env):
 
     assert run.status == Run.Status.COMPLETED, run.message
     busy.refresh_from_db()
-    # The killed attempt ended as a crash or a timeout, never as a success.
-    assert busy.status in (Attempt.Status.ERRORED, Attempt.Status.TIMED_OUT)
+    # Killed from outside, nobody to blame: its supervisor replaced the worker and the
+    # attempt was re-sent without spending the job's restart budget. Never a success.
+    assert busy.status == Attempt.Status.KILLED
+    assert busy.error == "worker process replaced (killed); re-sent, not counted"
+    assert Job.objects.get(pk=busy.job_id).restart_count == 0
+    assert Event.objects.filter(event_type="worker_replaced").exists()
     completed = Counter(
         e.job_id for e in Event.objects.filter(event_type="job_completed", run_id=str(run.run_id))
     )

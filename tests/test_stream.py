@@ -296,3 +296,31 @@ def test_a_client_leaving_unsubscribes_the_stream(
     while listeners() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert listeners() == 0  # The last stream gone, the process left the group.
+
+
+def test_a_broadcast_counts_the_open_streams_of_every_web_process(
+    server: procs.DaphneServer, session_cookie: dict[str, str], proc_env: Any, api_token: str
+) -> None:
+    with procs.daphne_server(proc_env()) as second:
+        readers = [
+            SseReader(url + "/events/stream", cookies=session_cookie).start()
+            for url in (server.url, server.url, server.url, second.url, second.url)
+        ]
+        try:
+            for r in readers:
+                r.live()
+            answer = httpx.post(
+                server.url + "/api/events/broadcast",
+                json={"event_type": "operator_note", "data": {"message": "to all"}},
+                headers={"Authorization": f"Bearer {api_token}"},
+                timeout=10,
+            ).json()
+            # Every one of the five streams, on both processes, receives it...
+            for r in readers:
+                got = events_of(r.until(lambda m: m.get("event") == "operator_note"))
+                assert [e["data"]["message"] for e in got] == ["to all"]
+        finally:
+            for r in readers:
+                r.close()
+    # ...and that is what the answer counts (not the two Redis subscriptions).
+    assert answer["clients"] == 5

@@ -10,6 +10,7 @@ from pydantic import ConfigDict
 
 from ..selectors import events_after
 from ..stores.events import event_as_dict, event_emit, event_publish
+from ..stores.streams import streams_open
 
 router = Router(tags=["events"])
 
@@ -41,10 +42,11 @@ def events_list(
 @router.post("/broadcast", summary="Store an event and push it to every open stream")
 def events_broadcast(request: HttpRequest, payload: BroadcastIn) -> dict[str, Any]:
     event = event_emit(payload.event_type, payload.data, publish=False)
-    clients = event_publish(event)  # Published here, not on commit, to count listeners.
+    event_publish(event)  # Now, not on commit: the answer says who it reached.
     return {
         "status": "broadcasted",
         "event_type": event.event_type,
         "id": event.id,
-        "clients": clients,
+        # The open streams (every web process) that receive it, not the Redis subscribers.
+        "clients": streams_open(),
     }

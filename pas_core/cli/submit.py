@@ -7,11 +7,11 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ..dispatch import workers_ping
 from ..errors import ServiceError
 from ..models import Run
 from ..selectors import lane_states, run_progress
 from ..services.submit import run_submit
+from ..stores import workers
 
 help = "Submit a Prime Directive; with --wait, show progress until the run ends"
 
@@ -26,8 +26,10 @@ def add_arguments(parser: CommandParser) -> None:
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait (600)")
 
 
-def workers_answering(timeout: float = 1.0) -> list[str]:
-    return workers_ping(timeout=timeout)
+def workers_answering() -> list[str]:
+    """Return the names of the live workers that take agent work (the registry)."""
+    alive = workers.workers_alive()
+    return sorted(str(i.get("name")) for i in alive.values() if "agents" in i.get("queues", []))
 
 
 def bar(done: int, total: int, width: int = 30) -> str:

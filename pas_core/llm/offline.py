@@ -25,10 +25,10 @@ import json
 import math
 import os
 import re
-import time
 from collections.abc import Callable
 from typing import Any
 
+from .. import inflight
 from .reply import LlmReply
 from .schemas import LANES, SCHEMA_MARKER, json_extract, paths_of
 
@@ -323,7 +323,7 @@ def offline_complete(
         if beat is not None:
             beat((i + 1) / (steps + 1), "offline planner: thinking")
         if delay:
-            time.sleep(delay / steps)
+            inflight.wait(delay / steps)  # A kill ends the wait, as it would a model call.
     text = offline_answer(messages)
     return LlmReply(
         text=text,

@@ -8,7 +8,9 @@ is picked up by the next attempt. Keys never appear in messages or logs.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ import httpx
 import openai
 from django.conf import settings
 
+from .. import inflight
 from ..errors import AttemptError
 from .offline import offline_complete
 from .reply import Beat, LlmReply
@@ -194,6 +197,28 @@ def _mapped(stream: Any, model_id: str, key: str, deadline: float) -> Iterator[A
             raise AttemptError("timeout", f"{model_id}: the stream did not finish in time")
 
 
+def _abortable_client(timeout: httpx.Timeout) -> httpx.Client:
+    """Return an HTTP client whose open response a kill of the attempt can cut.
+
+    A read blocked on a server that stopped answering (frozen, partitioned) returns only
+    at the read timeout; shutting the socket down ends it at once, so the attempt's
+    thread is free the moment supervision kills it.
+    """
+
+    def on_response(response: httpx.Response) -> None:
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            inflight.on_abort(lambda: _shut(sock))
+
+    return httpx.Client(timeout=timeout, event_hooks={"response": [on_response]})
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
 def _collect(
     chunks: Iterator[Any], beat: Beat | None, *, default_model: str
 ) -> tuple[list[str], Any, str]:
@@ -231,11 +256,13 @@ def llm_chat(
     """
     provider, model = model_split(model_id)
     base_url, key = provider_endpoint(provider)
+    timeout = httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S)
     client = openai.OpenAI(
         base_url=base_url,
         api_key=key,
-        timeout=httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S),
+        timeout=timeout,
         max_retries=0,  # Supervision retries, visibly; the SDK must not retry silently.
+        http_client=_abortable_client(timeout),
     )
     kwargs: dict[str, Any] = {
         "model": model,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from ..services.attempts import attempt_beat_record, attempt_running_job
 from ..stores import heartbeats
@@ -17,9 +18,16 @@ class Beater:
     """
 
     def __init__(
-        self, attempt_id: int, *, agent_id: str, interval_s: float, db_every_s: float = 15.0
+        self,
+        attempt_id: int,
+        *,
+        agent_id: str,
+        interval_s: float,
+        db_every_s: float = 15.0,
+        renew: Callable[[], None] | None = None,
     ):
         self.attempt_id = attempt_id
+        self.renew = renew  # Called with each beat sent: a provider slot's lease.
         self.agent_id = agent_id
         self.interval_s = interval_s
         self.db_every_s = max(db_every_s, interval_s)
@@ -49,6 +57,8 @@ class Beater:
         except Exception:  # noqa: BLE001 - Redis away: the work goes on; TRON reconciles
             return
         self.beats_sent += 1
+        if self.renew is not None:
+            self.renew()
         if not supervised:
             self._rejoin()
         if now - self.last_db >= self.db_every_s:

@@ -7,21 +7,31 @@ timeout, two sweeps, or a message Celery delivers twice resolve to one winner:
 - ``running -> succeeded | errored`` by this harness, ``running -> timed_out | killed``
   by supervision: whoever moves first wins, the other's update matches no row;
 - an attempt that is no longer its job's current one has its result discarded.
+
+Many attempts share one process (one thread each, see ``inflight``): each is
+registered as held by this process while it runs, and a step that calls a model first
+takes one of its provider's slots, waiting ``queued`` (not running, not timing out)
+while they are all busy.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 
 from django.conf import settings
+from django.db import connection
 
-from ..config import hhmrs_get
+from .. import inflight
+from ..config import Hhmrs, hhmrs_get
 from ..errors import AttemptError
 from ..models import Attempt
-from ..services.attempts import attempt_fail, attempt_start
+from ..selectors import provider_cap
+from ..services.attempts import attempt_fail, attempt_start, attempt_waits
 from ..services.faults import fault_take
 from ..services.jobs import attempt_finish
+from ..stores import slots, workers
 from ..stores.events import event_emit
 from . import roles
 from .beater import Beater
@@ -30,13 +40,16 @@ from .types import Complete, Delegate, StepContext
 
 log = logging.getLogger(__name__)
 
+SLOT_POLL_S = (0.2, 0.5)  # A waiting attempt asks again after a random pause in this range.
+RECHECK_EVERY = 20  # ... and checks it is still wanted every this many asks.
+
 
 def attempt_execute(attempt_id: int, *, redelivered: bool = False) -> str:
     """Run one attempt (the body of the Celery task); return what happened.
 
     ``redelivered``: Celery gave the message back because the worker process running
-    it died (``reject_on_worker_lost``). The attempt is then failed as a crash at once
-    instead of waiting for TRON to notice its beats stopped; it is never run again.
+    it died. The attempt is then failed as a crash at once instead of waiting for TRON
+    to notice its beats stopped; it is never run again.
     """
     attempt = (
         Attempt.objects.select_related("job", "job__run", "job__parent", "agent")
@@ -47,12 +60,73 @@ def attempt_execute(attempt_id: int, *, redelivered: bool = False) -> str:
         return "missing"
     if attempt.job.current_attempt_id != attempt.pk:
         return "stale"  # Fencing: a newer attempt took over; this message is old.
-    if not attempt_start(attempt):
-        if redelivered and attempt_fail(attempt, kind="crash", message="worker process lost"):
-            return "worker-lost"
-        return "not-queued"  # Delivered again, or killed before it ran: never re-run.
+    wid = workers.worker_id()
+    with inflight.holding(attempt.pk) as handle:
+        workers.held_add(wid, attempt.pk, handle.native_id)
+        try:
+            return _attempt_run(attempt, redelivered=redelivered, worker=wid)
+        except inflight.AttemptKilled:
+            return "killed"  # Supervision ended it; its row says how.
+        finally:
+            workers.held_remove(wid, attempt.pk)
+
+
+def model_provider(attempt: Attempt) -> str:
+    """Return the provider whose slot the attempt's step needs ("" when it calls no model).
+
+    Only live mode calls providers; the offline planner has none to protect.
+    """
+    if settings.PAS_LLM_MODE != "live":
+        return ""
+    if attempt.phase != Attempt.Phase.STEP or attempt.agent.role == "root":
+        return ""
+    provider, sep, _ = attempt.model.partition("/")
+    return provider if sep else ""
+
+
+def _attempt_run(attempt: Attempt, *, redelivered: bool, worker: str) -> str:
     cfg = hhmrs_get()
-    beat = Beater(attempt.pk, agent_id=attempt.agent_id, interval_s=cfg.heartbeat_interval_s)
+    provider = model_provider(attempt)
+    lease_s = max(60.0, 3 * cfg.heartbeat_interval_s)
+    if provider and not _slot_wait(attempt, provider, lease_s=lease_s):
+        return "not-queued"  # Restarted, switched or killed while it waited.
+    try:
+        if not attempt_start(attempt, worker=worker):
+            if redelivered and attempt_fail(attempt, kind="crash", message="worker process lost"):
+                return "worker-lost"
+            return "not-queued"  # Delivered again, or killed before it ran: never re-run.
+        return _step_run(attempt, cfg, provider=provider, lease_s=lease_s)
+    finally:
+        if provider:
+            slots.slot_give_back(provider, attempt.pk)
+
+
+def _slot_wait(attempt: Attempt, provider: str, *, lease_s: float) -> bool:
+    """Wait for a slot of ``provider``; False if the attempt stopped being wanted."""
+    cap = provider_cap(provider)
+    asks = 0
+    while not slots.slot_take(provider, attempt.pk, cap=cap, lease_s=lease_s):
+        asks += 1
+        if asks % RECHECK_EVERY == 0:
+            if not attempt_waits(attempt):
+                return False
+            cap = provider_cap(provider)  # An operator may have raised it meanwhile.
+        # Hold no database connection while waiting: a hundred waiting threads would
+        # otherwise hold a hundred idle connections (PostgreSQL allows 100 by default).
+        connection.close()
+        inflight.wait(random.uniform(*SLOT_POLL_S))
+    return True
+
+
+def _step_run(attempt: Attempt, cfg: Hhmrs, *, provider: str, lease_s: float) -> str:
+    beat = Beater(
+        attempt.pk,
+        agent_id=attempt.agent_id,
+        interval_s=cfg.heartbeat_interval_s,
+        renew=(lambda: slots.slot_renew(provider, attempt.pk, lease_s=lease_s))
+        if provider
+        else None,
+    )
     try:
         outcome = _run_step(attempt, beat)
     except AttemptError as exc:
@@ -87,7 +161,7 @@ def _run_step(attempt: Attempt, beat: Beater) -> Delegate | Complete:
             },
         )
         if fault != "bad_output":
-            fault_act(fault, beat)
+            fault_act(fault, beat, attempt_id=attempt.pk)
     ctx = StepContext(
         run=job.run,
         job=job,

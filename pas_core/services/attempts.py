@@ -89,11 +89,12 @@ def attempts_resend(attempts: Sequence[Attempt]) -> int:
     return dispatch.attempts_send([(a.pk, a.celery_task_id) for a in attempts])
 
 
-def attempt_start(attempt: Attempt) -> bool:
+def attempt_start(attempt: Attempt, *, worker: str = "") -> bool:
     """Move a queued attempt to running, once; return False if it was not queued.
 
     A message delivered twice, or an attempt killed before it started, finds it no
-    longer queued and runs nothing. The winner is supervised from this moment.
+    longer queued and runs nothing. The winner is supervised from this moment, as
+    run by the worker process ``worker`` (``stores.workers``).
     """
     now = timezone.now()
     if not attempt_move(
@@ -101,7 +102,7 @@ def attempt_start(attempt: Attempt) -> bool:
     ):
         return False
     job = attempt.job
-    heartbeats.hb_register(attempt.pk, agent_id=attempt.agent_id, job_id=job.pk)
+    heartbeats.hb_register(attempt.pk, agent_id=attempt.agent_id, job_id=job.pk, worker=worker)
     with transaction.atomic():
         jobs_move([job.pk], to=Job.Status.RUNNING, where={"current_attempt": attempt.pk})
         run_move(
@@ -157,6 +158,13 @@ def attempt_beat_record(attempt_id: int, *, progress: float, message: str) -> No
     Attempt.objects.filter(pk=attempt_id, status=Attempt.Status.RUNNING).update(
         last_heartbeat_at=timezone.now(), progress=progress, message=message[:500]
     )
+
+
+def attempt_waits(attempt: Attempt) -> bool:
+    """Return whether a queued attempt should go on waiting to start (still current)."""
+    return Attempt.objects.filter(
+        pk=attempt.pk, status=Attempt.Status.QUEUED, job__current_attempt=attempt.pk
+    ).exists()
 
 
 def attempt_running_job(attempt_id: int) -> str | None:

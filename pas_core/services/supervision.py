@@ -46,7 +46,7 @@ OPEN = (Job.Status.QUEUED, Job.Status.RUNNING)
 LIVE = (Attempt.Status.QUEUED, Attempt.Status.RUNNING)
 
 
-def _jobs_locked(pks: Iterable[str]) -> dict[str, Job]:
+def jobs_locked(pks: Iterable[str]) -> dict[str, Job]:
     rows = (
         Job.objects.select_for_update(of=("self",))
         .select_related("agent", "agent__parent", "current_attempt")
@@ -70,7 +70,7 @@ def attempts_time_out(overdue: Sequence[tuple[int, float]], *, now: float, cfg: 
     last = dict(overdue)
     with transaction.atomic():
         running = Attempt.objects.filter(pk__in=last, status=Attempt.Status.RUNNING)
-        jobs = _jobs_locked(running.values_list("job_id", flat=True))
+        jobs = jobs_locked(running.values_list("job_id", flat=True))
         quiet = defaultdict(list)
         for pk in sorted(last):
             quiet[f"no heartbeat for {silence(now - last[pk])}"].append(pk)
@@ -102,7 +102,7 @@ def attempts_time_out(overdue: Sequence[tuple[int, float]], *, now: float, cfg: 
                 escalations.append(job)
         notes.save()
         agents_status_set([a.agent_id for a in attempts], Agent.Status.TIMED_OUT)
-        dispatch.attempts_kill([a.celery_task_id for a in attempts])
+        dispatch.attempts_kill([a.pk for a in attempts])
         jobs_restart(restarts, cfg=cfg)
         for job in escalations:  # Rare, and each its own story (switch or fail).
             job_escalate(job, cfg=cfg, reason="max_restarts_exceeded")
@@ -120,7 +120,7 @@ def attempts_failure_handle(attempt_ids: Sequence[int]) -> dict[int, str]:
     out = dict.fromkeys(attempt_ids, "missing")
     with transaction.atomic():
         attempts = {a.pk: a for a in Attempt.objects.filter(pk__in=attempt_ids)}
-        jobs = _jobs_locked(a.job_id for a in attempts.values())
+        jobs = jobs_locked(a.job_id for a in attempts.values())
         restarts: list[tuple[Job, str]] = []
         for attempt in attempts.values():
             job = jobs[attempt.job_id]
@@ -129,12 +129,12 @@ def attempts_failure_handle(attempt_ids: Sequence[int]) -> dict[int, str]:
             elif attempt.status in LIVE:
                 out[attempt.pk] = "still-running"
             else:
-                out[attempt.pk] = _route(job, attempt.error_kind or "crash", cfg, restarts)
+                out[attempt.pk] = route_failure(job, attempt.error_kind or "crash", cfg, restarts)
         jobs_restart(restarts, cfg=cfg)
     return out
 
 
-def _route(job: Job, kind: str, cfg: Hhmrs, restarts: list[tuple[Job, str]]) -> str:
+def route_failure(job: Job, kind: str, cfg: Hhmrs, restarts: list[tuple[Job, str]]) -> str:
     route = policy.route_error(kind)
     if route == "fail":
         job_fail_permanently(job, reason=kind)
@@ -171,7 +171,7 @@ def jobs_restart(
         finished_at=timezone.now(),
     )
     heartbeats.hb_unregister_many(killed)
-    dispatch.attempts_kill([a.celery_task_id for a in live if a.pk in set(killed)])
+    dispatch.attempts_kill(killed)
     if counted:
         Job.objects.filter(pk__in=[j.pk for j in jobs]).update(restart_count=F("restart_count") + 1)
         for job in jobs:

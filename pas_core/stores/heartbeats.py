@@ -31,16 +31,22 @@ def _running() -> str:
     return rkey("hb", "running")
 
 
-def hb_register(attempt_id: int, *, agent_id: str, job_id: str, now: float | None = None) -> None:
-    """Start supervising a running attempt (its first beat is its start)."""
+def hb_register(
+    attempt_id: int, *, agent_id: str, job_id: str, now: float | None = None, worker: str = ""
+) -> None:
+    """Start supervising a running attempt (its first beat is its start).
+
+    ``worker`` names the process that runs it (``stores.workers``): TRON tells an
+    agent that stopped beating from a worker that stopped as a whole.
+    """
     now = time.time() if now is None else now
     details = rkey("hb", "a", attempt_id)
+    mapping = {"agent": agent_id, "job": job_id, "ts": now, "progress": 0, "state": "running"}
+    if worker:
+        mapping["worker"] = worker
     pipe = redis_client().pipeline(transaction=False)
     pipe.zadd(_running(), {str(attempt_id): now})
-    pipe.hset(
-        details,
-        mapping={"agent": agent_id, "job": job_id, "ts": now, "progress": 0, "state": "running"},
-    )
+    pipe.hset(details, mapping=mapping)
     pipe.expire(details, DETAILS_TTL_S)
     pipe.set(rkey("hb", "job", job_id), attempt_id, ex=DETAILS_TTL_S * 24)
     pipe.hset(rkey("hb", "agents"), agent_id, now)
@@ -136,6 +142,14 @@ def hb_last_many(attempt_ids: list[int]) -> list[float | None]:
         return []
     scores = redis_client().zmscore(_running(), [str(a) for a in attempt_ids])
     return [None if score is None else float(score) for score in scores]
+
+
+def hb_workers(attempt_ids: list[int]) -> dict[int, str]:
+    """Return the worker of each attempt that has one recorded, in one round trip."""
+    pipe = redis_client().pipeline(transaction=False)
+    for attempt_id in attempt_ids:
+        pipe.hget(rkey("hb", "a", attempt_id), "worker")
+    return {a: w.decode() for a, w in zip(attempt_ids, pipe.execute(), strict=True) if w}
 
 
 def hb_job_attempt(job_id: str) -> int | None:

@@ -6,6 +6,7 @@ import json
 import re
 from typing import Any, TypeVar
 
+from django.db import connection
 from django.db.models import QuerySet
 from pydantic import BaseModel
 
@@ -48,6 +49,10 @@ def ask(
         ctx.beat(0.1 + 0.7 * progress, message)
 
     ctx.beat(0.1, f"asking {ctx.model or 'the model'} for a {schema.__name__}")
+    if not connection.in_atomic_block:
+        # The call takes seconds to minutes: hold no idle database connection meanwhile
+        # (a hundred calls in flight would hold a hundred).
+        connection.close()
     reply = llm_complete(ctx.model, messages, beat=beat, json_mode=True)
     text = GARBAGE if ctx.fault == "bad_output" else reply.text
     return parse_json(text, schema), reply

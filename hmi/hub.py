@@ -1,0 +1,312 @@
+"""The stream hub: one subscription per process, every open stream fed from it.
+
+Each event published reaches this process once (one channel in the events group), is
+formatted once, and is handed to every open stream as a ready-made batch: a stream's
+own cost per event is a queue put and a socket write. Events that arrive together
+(a storm: a thousand timeouts at once) travel together, and each page kind's HTML
+fragments are rendered once per batch, not once per stream or per event. The same
+event loop serves the heartbeat route (``pas_core.heartbeat_asgi``), so this work is
+kept small and out of the loop: rendering happens in a thread.
+
+The hub also keeps the stream count of this process in Redis
+(``pas_core.stores.streams``), which is what ``POST /api/events/broadcast`` answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import socket
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+
+from pas_core.stores import streams as stream_keys
+from pas_core.stores.events import GROUP
+
+from .fragments import fragments_for_events
+
+log = logging.getLogger(__name__)
+
+SILENCE_S = 15.0  # After this long without an event: look for missed ones, keep-alive.
+READY_TIMEOUT_S = 5.0
+LINGER_S = 1.0  # The subscription outlives the last stream by this much.
+QUEUE_MAX = 2000  # Batches a slow client may fall behind by before it is dropped.
+FRAGMENTS_MAX = 256
+
+
+def sse_message(data: str, *, event: str | None = None, event_id: int | None = None) -> str:
+    """Return one SSE message; every line of ``data`` gets its own ``data:`` field."""
+    lines = []
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    if event:
+        lines.append("event: " + event.replace("\r", " ").replace("\n", " "))
+    lines += ["data: " + line for line in data.replace("\r\n", "\n").split("\n")]
+    return "\n".join(lines) + "\n\n"
+
+
+def event_json(event: dict[str, Any], *, replay: bool = False) -> str:
+    body = {k: v for k, v in event.items() if k != "type"}
+    if replay:
+        body["replay"] = True
+    return json.dumps(body, cls=DjangoJSONEncoder, separators=(",", ":"))
+
+
+def events_text(events: list[dict[str, Any]], *, replay: bool = False) -> str:
+    """Return the JSON messages of ``events``, in order."""
+    return "".join(
+        sse_message(event_json(e, replay=replay), event=e["event_type"], event_id=e["id"])
+        for e in events
+    )
+
+
+def triggers_text(events: list[dict[str, Any]]) -> str:
+    """Return the ``run`` / ``run-<id>`` messages the run pages refresh on."""
+    out = []
+    for e in events:
+        if e.get("run_id"):
+            out.append(sse_message(e["run_id"], event="run"))
+            out.append(sse_message(e["event_type"], event=f"run-{e['run_id']}"))
+    return "".join(out)
+
+
+_batch_ids = itertools.count(1)
+
+
+@dataclass
+class Batch:
+    """Events handed to every stream together, formatted once."""
+
+    events: list[dict[str, Any]]
+    replay: bool = False
+    id: int = field(default_factory=lambda: next(_batch_ids))
+
+    def __post_init__(self) -> None:
+        self.ids = [e["id"] for e in self.events]
+        self.text = events_text(self.events, replay=self.replay)
+        self.triggers = triggers_text(self.events)
+
+
+@dataclass(eq=False)
+class Listener:
+    page: str
+    queue: asyncio.Queue[Batch | None] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=QUEUE_MAX)
+    )
+    dropped: bool = False
+
+
+class Hub:
+    def __init__(
+        self,
+        fetch: Callable[[int, int, int | None], list[dict[str, Any]]],
+        latest: Callable[[], int],
+    ) -> None:
+        self.fetch = sync_to_async(fetch, thread_sensitive=False)  # (after, limit, before)
+        self.latest = sync_to_async(latest, thread_sensitive=False)
+        self.listeners: set[Listener] = set()
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.last_id: int | None = None
+        self.ready = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.stopper: asyncio.TimerHandle | None = None
+        self.fragments: OrderedDict[tuple[int, str], asyncio.Future[str]] = OrderedDict()
+        self.proc = f"{socket.gethostname()}:{os.getpid()}"
+        self.redis: Any = None
+
+    # -- streams -----------------------------------------------------------------
+
+    async def join(self, page: str) -> Listener:
+        """Register a stream; from now on it receives every batch delivered."""
+        if self.stopper is not None:
+            self.stopper.cancel()
+            self.stopper = None
+        if not self.tasks:
+            self.ready.clear()
+            loop = asyncio.get_running_loop()
+            self.tasks = [loop.create_task(self._receive()), loop.create_task(self._deliver())]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.ready.wait(), READY_TIMEOUT_S)
+        listener = Listener(page)
+        self.listeners.add(listener)
+        await self._count()
+        return listener
+
+    def leave(self, listener: Listener) -> None:
+        self.listeners.discard(listener)
+        loop = asyncio.get_running_loop()
+        loop.create_task(self._count())
+        if not self.listeners and self.stopper is None:
+            self.stopper = loop.call_later(LINGER_S, self._stop_if_idle)
+
+    async def fragments_for(self, batch: Batch, page: str) -> str:
+        """Return the page's HTML for a batch, rendered once for every stream of that page."""
+        key = (batch.id, page)
+        future = self.fragments.get(key)
+        if future is None:
+            render = sync_to_async(fragments_for_events, thread_sensitive=False)
+            future = asyncio.ensure_future(render(batch.events, page=page))
+            self.fragments[key] = future
+            while len(self.fragments) > FRAGMENTS_MAX:
+                self.fragments.popitem(last=False)
+        try:
+            # shield: a client leaving must not cancel a rendering other streams await.
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a fragment is a nicety; the JSON already went out
+            log.warning("could not render fragments for batch %s", batch.id, exc_info=True)
+            return ""
+
+    # -- the subscription --------------------------------------------------------
+
+    async def _receive(self) -> None:
+        """Receive every published event into the inbox (the one receive of the process).
+
+        ``RedisPubSubChannelLayer.receive()`` unsubscribes its channel when cancelled:
+        it is awaited here and nowhere else, and cancelled only when the hub stops.
+        """
+        layer: Any = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(GROUP, channel)
+        try:
+            await self._confirm(layer, channel)
+            while True:
+                message = await layer.receive(channel)
+                if message.get("type") == "pas.event" and "id" in message:
+                    self.inbox.put_nowait(message)
+        finally:
+            with contextlib.suppress(Exception):
+                await layer.group_discard(GROUP, channel)
+
+    async def _confirm(self, layer: Any, channel: str) -> None:
+        """Wait until Redis has applied our subscription (SUBSCRIBE returns on write).
+
+        A private marker group on the same pub/sub connection: Redis applies one
+        connection's commands in order, so once the marker comes back every event
+        published from then on reaches us. Only then may a stream rely on the hub.
+        """
+        marker = f"pas-ready-{channel.rsplit('.', 1)[-1][-32:]}"
+        await layer.group_add(marker, channel)
+        try:
+            await layer.group_send(marker, {"type": "pas.ready", "marker": marker})
+            while True:
+                message = await asyncio.wait_for(layer.receive(channel), READY_TIMEOUT_S)
+                if message.get("type") == "pas.ready" and message.get("marker") == marker:
+                    break
+                if message.get("type") == "pas.event" and "id" in message:
+                    self.inbox.put_nowait(message)
+        except TimeoutError:
+            log.warning("stream hub: no subscription confirmation from Redis")
+        finally:
+            await layer.group_discard(marker, channel)
+        # Everything stored from here on either arrives or is found as a gap.
+        self.last_id = max(self.last_id or 0, await self.latest())
+        self.ready.set()
+
+    # -- delivery ----------------------------------------------------------------
+
+    async def _deliver(self) -> None:
+        """Hand what arrived to every stream, in batches; fill gaps; keep streams alive."""
+        while True:
+            try:
+                first = await asyncio.wait_for(self.inbox.get(), SILENCE_S)
+            except TimeoutError:
+                await self._silence()
+                continue
+            events = [first]
+            while not self.inbox.empty():
+                events.append(self.inbox.get_nowait())
+            events = [{k: v for k, v in e.items() if k != "type"} for e in events]
+            events.sort(key=lambda e: e["id"])
+            await self._fill_gap(events[0]["id"])
+            self._send(Batch(events))
+            self.last_id = max(self.last_id or 0, events[-1]["id"])
+
+    async def _fill_gap(self, first_id: int) -> None:
+        """Send the stored events between the last one seen and ``first_id``, if any.
+
+        Pub/sub delivers at most once: while Redis restarts, or while the subscription
+        reconnects, published events reach nobody, yet they are stored. An event
+        committed out of order makes a gap too; it is then sent a little early, and the
+        streams drop its live copy.
+        """
+        if self.last_id is None or first_id <= self.last_id + 1:
+            return
+        missed = await self.fetch(self.last_id, 500, first_id)
+        if missed:
+            self._send(Batch(missed, replay=True))
+
+    async def _silence(self) -> None:
+        """After a quiet spell: send stored events never received, else a keep-alive."""
+        missed = await self.fetch(self.last_id, 500, None) if self.last_id is not None else []
+        if missed:
+            self._send(Batch(missed, replay=True))
+            self.last_id = max(self.last_id or 0, missed[-1]["id"])
+        else:
+            for listener in list(self.listeners):
+                self._put(listener, None)
+        await self._count()
+
+    def _send(self, batch: Batch) -> None:
+        for listener in list(self.listeners):
+            self._put(listener, batch)
+
+    def _put(self, listener: Listener, item: Batch | None) -> None:
+        try:
+            listener.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            # Too far behind: drop the stream. The browser reconnects with its
+            # Last-Event-ID and replays what it missed from the database.
+            listener.dropped = True
+            self.listeners.discard(listener)
+
+    # -- bookkeeping -------------------------------------------------------------
+
+    async def _count(self) -> None:
+        """Publish how many streams this process serves (for the broadcast's answer)."""
+        try:
+            if self.redis is None:
+                self.redis = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(stream_keys.counts_key(), self.proc, len(self.listeners))
+            pipe.set(stream_keys.alive_key(self.proc), 1, ex=stream_keys.ALIVE_S)
+            await pipe.execute()
+        except Exception:  # noqa: BLE001 - a count is informational
+            log.debug("could not publish the stream count", exc_info=True)
+
+    def _stop_if_idle(self) -> None:
+        self.stopper = None
+        if self.listeners:
+            return
+        for task in self.tasks:
+            task.cancel()
+        self.tasks = []
+        self.last_id = None
+        self.inbox = asyncio.Queue()
+
+
+_hubs: dict[int, Hub] = {}
+
+
+def hub(
+    fetch: Callable[[int, int, int | None], list[dict[str, Any]]], latest: Callable[[], int]
+) -> Hub:
+    """Return this event loop's hub (one per process: Daphne runs one loop)."""
+    key = id(asyncio.get_running_loop())
+    found = _hubs.get(key)
+    if found is None:
+        found = _hubs[key] = Hub(fetch, latest)
+    return found

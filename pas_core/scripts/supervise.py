@@ -1,0 +1,245 @@
+"""Run a worker process and replace it when it dies or stops ticking.
+
+Usage::
+
+    python -m pas_core.scripts.supervise [--stall-s 5] -- celery -A pas_core worker ...
+
+The agents worker carries many attempts in one process (one thread each). A thread
+stuck in a loop that never returns to the interpreter (the ``spin`` fault; a regular
+expression gone exponential; a C extension spinning) holds the interpreter lock: no
+other attempt of the process runs, beats, or can be killed. Only a process outside can
+help. This one:
+
+- gives the worker a pipe (``PAS_SUPERVISOR_FD``) down which its liveness thread
+  writes a byte every half second (``pas_core.runtime.liveness``);
+- when the bytes stop for ``--stall-s`` seconds, samples each thread's CPU time in
+  ``/proc`` twice, finds the thread that burns it, and looks up which attempt that
+  thread holds (``stores.workers``: the worker records ``attempt -> thread``);
+- kills the process (SIGKILL), starts a new one, and tells supervision
+  (``attempts_worker_lost`` on the hhmrs queue): the culprit's job counts a restart,
+  the innocent attempts are re-sent without spending their budget;
+- does the same when the worker dies on its own (a ``crash`` leaves a note naming its
+  attempt) or is killed from outside (nobody is blamed), and on SIGTERM/SIGINT stops
+  the worker, waits ``--grace-s``, and re-sends what it held.
+
+Without a supervisor (``celery worker`` run by hand) everything else still works: TRON
+times out the attempts of a process that stopped as a whole once they pass
+``PAS_WORKER_GRACE_S`` (``pas_core.tron``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pas_core.settings")
+
+import django  # noqa: E402 - after the settings module is named
+
+from pas_core import dispatch  # noqa: E402
+from pas_core.stores import workers  # noqa: E402
+
+log = logging.getLogger("pas.supervise")
+
+TICK_WAIT_S = 0.5
+FIRST_TICK_S = 120.0  # Celery's start-up (imports, broker) before the first tick.
+QUICK_DEATH_S = 10.0  # A worker that dies sooner than this is restarted after a pause.
+
+
+def _clock_ticks() -> int:
+    return int(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100
+
+
+def thread_cpu(pid: int) -> dict[int, int]:
+    """Return ``{native thread id: CPU ticks}`` of a process (Linux /proc; empty elsewhere)."""
+    out: dict[int, int] = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            out[int(task.name)] = int(fields[11]) + int(fields[12])  # utime + stime
+    return out
+
+
+def hot_threads(pid: int, window_s: float = 0.4) -> list[int]:
+    """Return the threads that used at least half a CPU over ``window_s`` (busiest first)."""
+    before = thread_cpu(pid)
+    time.sleep(window_s)
+    after = thread_cpu(pid)
+    need = 0.5 * window_s * _clock_ticks()
+    busy = sorted(((after[t] - before.get(t, after[t]), t) for t in after), reverse=True)
+    return [tid for used, tid in busy if used >= need]
+
+
+class Supervisor:
+    def __init__(self, argv: list[str], *, stall_s: float, grace_s: float) -> None:
+        self.argv = argv
+        self.stall_s = stall_s
+        self.grace_s = grace_s
+        self.child: subprocess.Popen[bytes] | None = None
+        self.read_fd = -1
+        self.started = 0.0
+        self.last_tick = 0.0
+        self.ticked = False
+        self.stopping = False
+        self.quick_deaths = 0
+
+    @property
+    def wid(self) -> str:
+        assert self.child is not None
+        return f"{socket.gethostname()}:{self.child.pid}"
+
+    def start(self) -> None:
+        read_fd, write_fd = os.pipe()
+        env = dict(os.environ, PAS_SUPERVISOR_FD=str(write_fd))
+        # Same process group as ours (whoever stops the group stops both); and the worker
+        # dies with us if we are killed outright, instead of running on unwatched.
+        self.child = subprocess.Popen(
+            self.argv, pass_fds=[write_fd], env=env, preexec_fn=_die_with_parent
+        )
+        os.close(write_fd)
+        if self.read_fd >= 0:
+            os.close(self.read_fd)
+        self.read_fd = read_fd
+        self.started = self.last_tick = time.monotonic()
+        self.ticked = False
+        log.info("supervise: started %s (pid %s)", self.argv[0], self.child.pid)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        self.start()
+        while True:
+            assert self.child is not None
+            if self.stopping:
+                return self._stop()
+            ready, _, _ = select.select([self.read_fd], [], [], TICK_WAIT_S)
+            if ready:
+                with contextlib.suppress(OSError):
+                    if os.read(self.read_fd, 4096):
+                        self.last_tick, self.ticked = time.monotonic(), True
+            if self.child.poll() is not None:
+                self._replace("crash", killed=False)
+                continue
+            quiet = time.monotonic() - self.last_tick
+            if (self.ticked and quiet > self.stall_s) or (not self.ticked and quiet > FIRST_TICK_S):
+                self._replace("runaway", killed=True)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def _replace(self, cause: str, *, killed: bool) -> None:
+        """Blame, kill (if still there), report, and start a new worker."""
+        assert self.child is not None
+        wid, pid = self.wid, self.child.pid
+        culprits: list[int] = []
+        held = _held(wid)
+        if killed:
+            hot = set(hot_threads(pid))
+            culprits = [a for a, tid in held.items() if tid in hot]
+            self._kill()
+            log.error(
+                "supervise: worker %s stopped ticking for %.0f s; replaced it (busy thread(s) %s"
+                " held attempt(s) %s)",
+                pid,
+                self.stall_s,
+                sorted(hot),
+                culprits or "none",
+            )
+        else:
+            code = self.child.returncode
+            dying = _dying(wid)
+            culprits = [dying] if dying is not None else []
+            cause = "crash" if code not in (0, -signal.SIGKILL, -signal.SIGTERM) else "killed"
+            log.error("supervise: worker %s exited (%s); culprit %s", pid, code, culprits or "none")
+        _report(wid, held, culprits, cause)
+        lived = time.monotonic() - self.started
+        self.quick_deaths = self.quick_deaths + 1 if lived < QUICK_DEATH_S else 0
+        if self.quick_deaths:
+            time.sleep(min(30.0, 2.0**self.quick_deaths))  # Do not spin on a broken start.
+        if not self.stopping:
+            self.start()
+
+    def _kill(self) -> None:
+        assert self.child is not None
+        with contextlib.suppress(ProcessLookupError):
+            self.child.kill()  # SIGKILL: a process stuck in C ignores anything gentler.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.child.wait(10)
+
+    def _stop(self) -> int:
+        """Stop the worker (SIGTERM, then SIGKILL after the grace) and re-send what it held."""
+        assert self.child is not None
+        if self.child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.child.send_signal(signal.SIGTERM)
+            try:
+                self.child.wait(self.grace_s)
+            except subprocess.TimeoutExpired:
+                self._kill()
+        held = _held(self.wid)
+        if held:
+            _report(self.wid, held, [], "shutdown")
+        return 0
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL the worker when this supervisor dies (a ``preexec_fn``)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _held(wid: str) -> dict[int, int]:
+    try:
+        return workers.held_get(wid)
+    except Exception:  # noqa: BLE001 - Redis away: TRON recovers them after the grace
+        log.warning("supervise: cannot read what %s held", wid, exc_info=True)
+        return {}
+
+
+def _dying(wid: str) -> int | None:
+    with contextlib.suppress(Exception):
+        return workers.dying_get(wid)
+    return None
+
+
+def _report(wid: str, held: dict[int, int], culprits: list[int], cause: str) -> None:
+    try:
+        if held:
+            dispatch.worker_lost_send(list(held), culprits=culprits, cause=cause)
+        workers.worker_forget(wid)
+    except Exception:  # noqa: BLE001 - TRON times them out after the grace instead
+        log.warning("supervise: could not report worker %s", wid, exc_info=True)
+
+
+def main(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--stall-s", type=float, default=float(os.environ.get("PAS_WORKER_STALL_S") or 5)
+    )
+    parser.add_argument("--grace-s", type=float, default=20.0)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    opts = parser.parse_args(args)
+    command = opts.command[1:] if opts.command[:1] == ["--"] else opts.command
+    if not command:
+        parser.error("give the worker's command after --")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    django.setup()  # The registry and the report need the project's Redis settings.
+    return Supervisor(command, stall_s=opts.stall_s, grace_s=opts.grace_s).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
