@@ -9,10 +9,11 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help venv .venv run test drills lint bench browser-deps clean distclean
+.PHONY: help venv .venv run run-local test drills lint bench browser-deps clean distclean
 
 help:
 	@echo "make run        start PAS (web, workers, beat; Redis if needed) on http://127.0.0.1:$${PAS_HTTP_PORT:-8000}/"
+	@echo "make run-local  the same, with every agent on the bundled local model"
 	@echo "make test       run the test suite (ARGS=\"...\" for pytest)"
 	@echo "make drills     run the failure drills in tests/drills"
 	@echo "make lint       ruff check, ruff format --check, mypy, import contracts"
@@ -46,6 +47,10 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	@$(PY) -m pas_core.scripts.devrun
+
+# Everything on the bundled local model (SmolLM2-135M on llama.cpp's server).
+run-local: $(STAMP)
+	@PAS_LOCAL_LLM=1 $(PY) -m pas_core.scripts.devrun
 
 test: $(STAMP) browser-deps
 	@$(PY) -m pas_core.scripts.testrun $(PYTEST_ARGS) $(ARGS)

@@ -39,6 +39,11 @@ HHMRS_FIELDS: dict[str, tuple[type, Any, float | None, float | None]] = {
     "enable_auto_restart": (bool, True, None, None),
     "enable_llm_switching": (bool, True, None, None),
     "sweep_interval_s": (float, 5, 0.2, 60),
+    # Restarts after an error back off: initial x factor^(n-1), capped, with jitter.
+    "restart_backoff_initial_s": (float, 1, 0, 60),
+    "restart_backoff_factor": (float, 2, 1, 10),
+    "restart_backoff_max_s": (float, 60, 0, 600),
+    "restart_backoff_jitter": (float, 0.2, 0, 1),
 }
 
 TRON_CHIME_DEFAULTS: dict[str, Any] = {
@@ -79,6 +84,10 @@ class Hhmrs:
     enable_auto_restart: bool = True
     enable_llm_switching: bool = True
     sweep_interval_s: float = 5
+    restart_backoff_initial_s: float = 1
+    restart_backoff_factor: float = 2
+    restart_backoff_max_s: float = 60
+    restart_backoff_jitter: float = 0.2
 
     def as_dict(self) -> dict[str, Any]:
         # Whole numbers print as integers, as in the seed's settings file.

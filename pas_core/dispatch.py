@@ -35,21 +35,23 @@ def after_commit(fn: Callable[[], object]) -> None:
     transaction.on_commit(fn, robust=True)
 
 
-def attempts_send(attempts: Sequence[tuple[int, str]]) -> int:
-    """Send ``(attempt id, task id)`` pairs to the agents queue over one connection.
+def attempts_send(attempts: Sequence[tuple[int, str, float]]) -> int:
+    """Send ``(attempt id, task id, delay s)`` to the agents queue over one connection.
 
-    Return how many went out. A failure is logged, not raised (see the module note).
+    A delayed one is held by the worker until its time (Celery's countdown). Return
+    how many went out. A failure is logged, not raised (see the module note).
     """
     sent = 0
     try:
         with app.producer_or_acquire() as producer:
-            for attempt_id, task_id in attempts:
+            for attempt_id, task_id, delay in attempts:
                 app.send_task(
                     ATTEMPT_EXECUTE,
                     args=[attempt_id],
                     task_id=task_id,
                     queue=AGENTS,
                     producer=producer,
+                    countdown=delay if delay > 0 else None,
                 )
                 sent += 1
     except Exception:  # noqa: BLE001 - TRON's reconcile re-sends queued attempts
@@ -57,7 +59,7 @@ def attempts_send(attempts: Sequence[tuple[int, str]]) -> int:
     return sent
 
 
-def attempts_send_on_commit(attempts: Sequence[tuple[int, str]]) -> None:
+def attempts_send_on_commit(attempts: Sequence[tuple[int, str, float]]) -> None:
     if attempts:
         pairs = list(attempts)
         after_commit(lambda: attempts_send(pairs))

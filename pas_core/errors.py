@@ -81,9 +81,11 @@ class SettingsError(ServiceError):
 class AttemptError(Exception):
     """The attempt failed in a known way; ``kind`` is one of ERROR_KINDS."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, *, retry_after_s: float | None = None) -> None:
         if kind not in ERROR_KINDS:
             kind = "error"
         self.kind = kind
         self.message = message
+        # A provider's Retry-After (rate_limit): the restart waits at least this long.
+        self.retry_after_s = retry_after_s
         super().__init__(f"{kind}: {message}")

@@ -93,6 +93,12 @@ class Run(models.Model):
     entry_files = models.JSONField(default=list, blank=True)
     budget_tokens_max = models.PositiveIntegerField(default=25000)
     budget_cost_usd_max = models.FloatField(default=2.0)
+    budget_wall_s = models.FloatField(null=True, blank=True)  # None: no wall-time budget.
+    # What the run's model calls spent so far (failed attempts included), from the
+    # providers' streamed usage.
+    tokens_used = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.FloatField(default=0.0)
+    stop_reason = models.CharField(max_length=200, blank=True)  # e.g. a budget it broke.
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     message = models.TextField(blank=True)
     summary = models.JSONField(default=dict, blank=True)
@@ -196,6 +202,12 @@ class Attempt(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     error_kind = models.CharField(max_length=32, blank=True)
     error = models.TextField(blank=True)
+    # A restart that backs off is sent with a delay: until then it waits (queued).
+    not_before = models.DateTimeField(null=True, blank=True)
+    # A provider that answered 429 asked to be left alone this long.
+    retry_after_s = models.FloatField(null=True, blank=True)
+    tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.FloatField(default=0.0)
 
     class Meta:
         ordering = ["job", "number"]
@@ -264,6 +276,10 @@ class HhmrsSettings(models.Model):
     enable_auto_restart = models.BooleanField(default=True)
     enable_llm_switching = models.BooleanField(default=True)
     sweep_interval_s = models.FloatField(default=5)
+    restart_backoff_initial_s = models.FloatField(default=1)
+    restart_backoff_factor = models.FloatField(default=2)
+    restart_backoff_max_s = models.FloatField(default=60)
+    restart_backoff_jitter = models.FloatField(default=0.2)
     tron_chime = models.JSONField(default=dict, blank=True)
     notifications = models.JSONField(default=dict, blank=True)
     hmi_display = models.JSONField(default=dict, blank=True)
@@ -357,6 +373,8 @@ class Provider(models.Model):
     base_url = models.CharField(max_length=300, blank=True)
     base_url_env = models.CharField(max_length=64, blank=True)
     key_env = models.CharField(max_length=64, blank=True)
+    # False: a call goes out without a key when key_env is unset (a local server).
+    key_required = models.BooleanField(default=True)
     max_concurrency = models.PositiveIntegerField(default=8)
     structured = models.CharField(
         max_length=16, choices=Structured.choices, default=Structured.JSON_OBJECT

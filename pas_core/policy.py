@@ -168,3 +168,78 @@ def sources(table: dict[str, frozenset[str]], to: str) -> frozenset[str]:
 def allowed(table: dict[str, frozenset[str]], current: str, to: str) -> bool:
     """Return whether ``table`` allows a move from ``current`` to ``to``."""
     return to in table.get(current, frozenset())
+
+
+# -- budgets and backoff ------------------------------------------------------------
+
+
+def budget_breach(
+    *,
+    tokens: int,
+    tokens_max: int | None,
+    cost_usd: float,
+    cost_usd_max: float | None,
+    elapsed_s: float | None = None,
+    wall_s_max: float | None = None,
+) -> str:
+    """Return which budget a run has gone past ("" when none): tokens, cost, wall time."""
+    if tokens_max and tokens > tokens_max:
+        return f"tokens {tokens} > {tokens_max}"
+    if cost_usd_max is not None and cost_usd_max >= 0 and cost_usd > cost_usd_max:
+        return f"cost ${cost_usd:.4f} > ${cost_usd_max:.4f}"
+    if wall_s_max and elapsed_s is not None and elapsed_s > wall_s_max:
+        return f"wall time {elapsed_s:.0f} s > {wall_s_max:.0f} s"
+    return ""
+
+
+class Backoff(Protocol):
+    """What the delay rule reads of the HHMRS settings."""
+
+    @property
+    def restart_backoff_initial_s(self) -> float: ...
+    @property
+    def restart_backoff_factor(self) -> float: ...
+    @property
+    def restart_backoff_max_s(self) -> float: ...
+    @property
+    def restart_backoff_jitter(self) -> float: ...
+
+
+def restart_delay(
+    kind: str,
+    restart_number: int,
+    limits: Backoff,
+    *,
+    retry_after_s: float | None = None,
+    jitter: float = 0.0,
+) -> float:
+    """Return how long the ``restart_number``-th restart (1-based) of a job waits.
+
+    After an error or a crash: ``initial x factor^(n-1)``, capped at ``max``, spread by
+    ``jitter`` (a number in [-1, 1] the caller draws, scaled by the jitter fraction) so
+    many jobs that failed together do not come back together. After a timeout the
+    first restart is immediate (the hang already cost the threshold); later ones back
+    off from the first step. A rate limit waits at least the provider's Retry-After.
+    An operator's restart never waits.
+    """
+    if kind == "operator" or restart_number < 1:
+        return 0.0
+    step = restart_number - 1 if kind == "timeout" else restart_number
+    if step < 1:
+        delay = 0.0
+    else:
+        base = limits.restart_backoff_initial_s * limits.restart_backoff_factor ** (step - 1)
+        delay = min(base, limits.restart_backoff_max_s)
+        delay *= 1 + limits.restart_backoff_jitter * max(-1.0, min(1.0, jitter))
+    if kind == "rate_limit" and retry_after_s:
+        delay = max(delay, retry_after_s)
+    return max(0.0, delay)
+
+
+def backoff_total(limits: Backoff, restarts: int) -> float:
+    """Return the longest a job waits in backoff over ``restarts`` error restarts."""
+    total = 0.0
+    for n in range(1, restarts + 1):
+        base = limits.restart_backoff_initial_s * limits.restart_backoff_factor ** (n - 1)
+        total += min(base, limits.restart_backoff_max_s) * (1 + limits.restart_backoff_jitter)
+    return total

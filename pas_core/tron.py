@@ -10,12 +10,15 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.db.models import Q
+
 from . import policy
 from .config import Hhmrs, hhmrs_get
 from .models import Attempt, Job
 from .services.attempts import attempts_resend
+from .services.budgets import run_budget_stop, runs_over_wall_time
 from .services.supervision import attempts_failure_handle, attempts_time_out
-from .stores import heartbeats, workers
+from .stores import heartbeats, slots, workers
 from .stores.redis import redis_client, rkey
 
 log = logging.getLogger(__name__)
@@ -68,7 +71,18 @@ def _sweep(now: float) -> int:
         for attempt_id, last_beat in heartbeats.hb_overdue(policy.overdue_cutoff(now, cfg))
         if policy.is_overdue(now, last_beat, cfg)
     ]
-    return time_out_in_chunks(_agents_to_blame(overdue, now=now, cfg=cfg), now=now, cfg=cfg)
+    handled = time_out_in_chunks(_agents_to_blame(overdue, now=now, cfg=cfg), now=now, cfg=cfg)
+    _wall_budgets()
+    return handled
+
+
+def _wall_budgets() -> None:
+    """Stop the runs that went past their wall-time budget (few run at once: cheap)."""
+    for run_id, breach in runs_over_wall_time():
+        try:
+            run_budget_stop(run_id, breach=breach)
+        except Exception:  # noqa: BLE001 - one bad run must not stop the sweep
+            log.exception("TRON: stopping run %s over its wall-time budget failed", run_id)
 
 
 def worker_grace_s() -> float:
@@ -175,11 +189,17 @@ def _queued_resend(now: float, cfg: Hhmrs, *, emptied: bool) -> int:
     timeout = cfg.timeout_threshold_s
     wait_s = EMPTIED_GRACE_S if emptied else max(30.0, 3 * timeout)
     stale = datetime.fromtimestamp(now, tz=UTC) - timedelta(seconds=wait_s)
+    old = Attempt.objects.filter(status=Attempt.Status.QUEUED, created_at__lt=stale).filter(
+        Q(not_before__isnull=True) | Q(not_before__lt=stale)  # Not one backing off.
+    )
+    candidates = list(old)
+    waiting = slots.waiting_for_slots([a.pk for a in candidates])  # Held by a worker.
     lost = [
         attempt
-        for attempt in Attempt.objects.filter(status=Attempt.Status.QUEUED, created_at__lt=stale)
+        for attempt in candidates
+        if attempt.pk not in waiting
         # Once per attempt per while: a backlog is not re-sent on every sweep.
-        if redis_client().set(
+        and redis_client().set(
             rkey("tron", "resent", attempt.pk), 1, nx=True, ex=int(max(30, 3 * timeout))
         )
     ]

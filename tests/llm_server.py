@@ -7,8 +7,10 @@
   ``REPLY``.
 - ``garbage``: 200 with ``data:`` lines that are not JSON.
 - ``html``: 200 with an HTML page instead of a stream.
-- ``unauthorized``: 401; ``forbidden``: 403; ``missing``: 404; ``busy``: 429;
-  ``broken``: 500.
+- ``unauthorized``: 401; ``forbidden``: 403; ``missing``: 404; ``busy``: 429 with
+  ``Retry-After: 3``; ``broken``: 500.
+- ``planner-busy``: the first request gets ``busy``'s 429, the next ones ``planner``'s
+  answer: a provider that asks once to be left alone.
 - ``stall``: one chunk, then silence for ``STALL_S`` (3 s).
 - ``planner``: streams what PAS's offline planner answers to the same messages (valid
   JSON for every role), spread over ``server.planner_delay_s`` (2 s): a slow, correct
@@ -30,6 +32,7 @@ from typing import Any
 CHUNKS = 5
 DELAY_S = 0.2
 STALL_S = 3.0
+RETRY_AFTER_S = 3  # The Retry-After of every 429 (``busy``, and ``planner-busy``'s first).
 REPLY = ["Hello", " from", " the", " test", " server"]
 
 _ERRORS = {
@@ -72,6 +75,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/") != "/v1/chat/completions":
             return self._error(404, "no such route", "not_found")
         model = str(body.get("model", ""))
+        if model == "planner-busy":
+            with self.server.lock:
+                first = not self.server.refused_once
+                self.server.refused_once = True
+            if first:
+                return self._error(*_ERRORS["busy"])
+            return self._planner(body)
         if model == "planner":
             return self._planner(body)
         if model in _ERRORS:
@@ -146,10 +156,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, status: int, message: str, code: str) -> None:
         payload = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
-        self._send(status, json.dumps(payload).encode(), "application/json")
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 429 else {}
+        self._send(status, json.dumps(payload).encode(), "application/json", headers)
 
-    def _send(self, status: int, data: bytes, content_type: str) -> None:
+    def _send(
+        self, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Connection", "close")
@@ -164,6 +179,7 @@ class _Server(ThreadingHTTPServer):
     planner_delay_s = 2.0
     in_flight = 0
     peak = 0
+    refused_once = False
     lock = threading.Lock()
 
 

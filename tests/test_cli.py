@@ -12,7 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from pas_core import config
-from pas_core.models import Agent, Attempt, Fault, Job, Run
+from pas_core.models import Agent, Attempt, Fault, Job, Provider, Run
 from pas_core.runtime import worker
 from pas_core.services.submit import run_submit
 from tests.e2e import stack
@@ -201,3 +201,88 @@ def test_demo_walks_through_restart_escalation_switch_and_completion(tree, proc_
     # The short demo timings are gone again.
     assert lines[-1] == "settings restored"
     assert config.hhmrs_get().as_dict() == before
+
+
+# -- providers and models ----------------------------------------------------------
+
+
+def test_provider_add_is_idempotent_and_keeps_the_key_in_the_environment(tree):
+    first = pas(
+        "provider",
+        "add",
+        "vllm",
+        "--base-url",
+        "http://127.0.0.1:8001/v1/",
+        "--key-env",
+        "VLLM_API_KEY",
+        "--max-concurrency",
+        "6",
+        "--structured",
+        "json_schema",
+    )
+    again = pas(
+        "provider",
+        "add",
+        "vllm",
+        "--base-url",
+        "http://127.0.0.1:8001/v1",
+        "--key-env",
+        "VLLM_API_KEY",
+    )
+
+    assert "provider vllm added: http://127.0.0.1:8001/v1 (key from $VLLM_API_KEY" in first
+    assert "provider vllm saved" in again
+    row = Provider.objects.get(name="vllm")
+    assert (row.max_concurrency, row.structured, row.key_required) == (6, "json_schema", True)
+    assert Provider.objects.filter(name="vllm").count() == 1
+    # Only the variable's name is stored; the settings export knows no providers.
+    assert "VLLM_API_KEY" == row.key_env
+    call_command("pas", "settings", "export", stdout=io.StringIO())
+    assert "vllm" not in config.settings_path().read_text()
+    listed = pas("provider", "list")
+    assert re.search(r"vllm\s+http://127.0.0.1:8001/v1\s+cap 6 ", listed)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["Bad Name", "--base-url", "http://x/v1"], "name: lower-case"),
+        (["ok", "--base-url", "ftp://x"], "base_url: must be an http"),
+        (["ok", "--base-url", "http://x", "--key-env", "not a var"], "key_env: must be"),
+        (["ok", "--base-url", "http://x", "--max-concurrency", "0"], "max_concurrency"),
+    ],
+)
+def test_provider_add_refuses_bad_input_naming_the_field(tree, args, message):
+    with pytest.raises(CommandError, match=message):
+        pas("provider", "add", *args)
+    assert not Provider.objects.filter(name="ok").exists()
+
+
+def test_models_set_moves_one_agent_or_all_of_them(tree):
+    one = pas("models", "set", "Dir-Code", "local/smollm2-135m", "--fallback", "ollama/qwen")
+    every = pas("models", "set", "--all", "local/smollm2-135m")
+
+    assert one == "Dir-Code now on local/smollm2-135m → ollama/qwen\n"
+    assert every.startswith("23 agents now on local/smollm2-135m")  # All but PAS Root.
+    code = Agent.objects.get(pk="Dir-Code")
+    assert (code.primary_model, code.current_model) == ("local/smollm2-135m",) * 2
+    assert code.fallback_models == ["ollama/qwen"]  # --all without --fallback kept it.
+    assert Agent.objects.get(pk="PAS Root").current_model == ""
+    assert set(Agent.objects.exclude(role="root").values_list("current_model", flat=True)) == {
+        "local/smollm2-135m"
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["Dir-Code", "no-slash"], "is not provider/model"),
+        (["Dir-Code", "acme/x"], "unknown provider 'acme'"),
+        (["Dir-Nobody", "local/x"], "no agent 'Dir-Nobody'"),
+        (["--all", "Dir-Code", "local/x"], "with --all, give only the model"),
+    ],
+)
+def test_models_set_refuses_bad_input(tree, args, message):
+    with pytest.raises(CommandError, match=message):
+        pas("models", "set", *args)
+    assert Agent.objects.get(pk="Dir-Code").current_model == "google/gemini-2.5-flash"

@@ -24,6 +24,11 @@ RANGES = [
     ("max_restarts", 0, 10, -1, 11),
     ("max_llm_retries", 0, 10, -1, 11),
     ("sweep_interval_s", 0.2, 60, 0.19, 60.01),
+    # Added with the restart backoff (an issue may add keys; these are its ranges).
+    ("restart_backoff_initial_s", 0, 60, -0.01, 60.01),
+    ("restart_backoff_factor", 1, 10, 0.99, 10.01),
+    ("restart_backoff_max_s", 0, 600, -0.01, 600.01),
+    ("restart_backoff_jitter", 0, 1, -0.01, 1.01),
 ]
 BOUNDS = [(f, v) for f, low, high, _, _ in RANGES for v in (low, high)]
 OUTSIDE = [(f, v) for f, _, _, below, above in RANGES for v in (below, above)]
@@ -36,6 +41,10 @@ DEFAULTS = {
     "enable_auto_restart": True,
     "enable_llm_switching": True,
     "sweep_interval_s": 5,
+    "restart_backoff_initial_s": 1,
+    "restart_backoff_factor": 2,
+    "restart_backoff_max_s": 60,
+    "restart_backoff_jitter": 0.2,
 }
 
 

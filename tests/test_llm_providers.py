@@ -7,11 +7,22 @@ import time
 
 import pytest
 
+from pas_core.bootstrap import BootstrapReport, providers_load
+from pas_core.errors import AttemptError
 from pas_core.llm.providers import llm_chat, llm_complete, model_split, providers_status
-from pas_core.runtime.types import AttemptError
+from pas_core.llm.schemas import wire_schema
+from pas_core.models import Provider
 from tests.llm_server import llm_server
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def providers(db):
+    """The built-in providers, as bootstrap creates them (providers are rows)."""
+    providers_load(BootstrapReport())
 
 
 @pytest.fixture
@@ -60,9 +71,38 @@ def test_the_answer_streams_in_and_beats_on_every_chunk(server):
     assert server.requests[-1]["headers"]["Authorization"] == "Bearer none"
 
 
-def test_json_mode_asks_for_a_json_object(server):
-    llm_complete("custom/echo", MESSAGES, json_mode=True)
+def test_a_provider_that_promises_json_gets_json_mode(server):
+    llm_complete("custom/echo", MESSAGES, schema=wire_schema("ProgrammerOutput"))
     assert server.requests[-1]["body"]["response_format"] == {"type": "json_object"}
+
+
+def test_a_provider_that_constrains_decoding_gets_the_replys_schema(server):
+    Provider.objects.filter(name="custom").update(structured="json_schema")
+    schema = wire_schema("ManagerPlan", {"programmer_id": ["Prog-GPT-001"]})
+
+    llm_complete("custom/echo", MESSAGES, schema=schema, max_tokens=300)
+
+    body = server.requests[-1]["body"]
+    assert body["response_format"]["type"] == "json_schema"
+    sent = body["response_format"]["json_schema"]
+    assert sent["name"] == "ManagerPlan"
+    task = sent["schema"]["properties"]["programmer_tasks"]["items"]
+    # The ids it may name are the only ones it can write.
+    assert task["properties"]["programmer_id"] == {"type": "string", "enum": ["Prog-GPT-001"]}
+    assert body["max_tokens"] == 300
+
+
+def test_a_provider_without_structured_outputs_gets_no_response_format(server):
+    Provider.objects.filter(name="custom").update(structured="none")
+    llm_complete("custom/echo", MESSAGES, schema=wire_schema("ProgrammerOutput"))
+    assert "response_format" not in server.requests[-1]["body"]
+
+
+def test_a_rate_limit_carries_the_providers_retry_after(server):
+    err = _kind("custom/busy")
+    assert err.kind == "rate_limit"
+    assert err.retry_after_s == 3.0  # The test server's Retry-After header.
+    assert "Retry-After 3 s" in err.message
 
 
 def test_the_custom_key_is_sent_but_never_shown(server, monkeypatch):
@@ -112,7 +152,7 @@ def test_ollama_base_url_gets_v1_appended(server, monkeypatch):
     monkeypatch.setenv("OLLAMA_BASE_URL", server.base_url.removesuffix("/v1"))
     reply = llm_chat("ollama/echo", MESSAGES)
     assert reply.text == "Hello from the test server"
-    assert server.requests[-1]["headers"]["Authorization"] == "Bearer ollama"
+    assert server.requests[-1]["headers"]["Authorization"] == "Bearer none"  # No key needed.
 
 
 def test_a_missing_key_is_auth_naming_the_variable(settings, monkeypatch):
@@ -148,7 +188,15 @@ def test_providers_status_says_which_are_configured_without_showing_keys(monkeyp
     monkeypatch.delenv("GEMINI_API_KEY", raising=False)
     monkeypatch.delenv("PAS_CUSTOM_BASE_URL", raising=False)
     rows = {r["provider"]: r for r in providers_status()}
-    assert list(rows) == ["openai", "anthropic", "google", "openrouter", "ollama", "custom"]
+    assert list(rows) == [
+        "anthropic",
+        "custom",
+        "google",
+        "local",
+        "ollama",
+        "openai",
+        "openrouter",
+    ]
     assert rows["openai"]["configured"] is True
     assert rows["openai"]["env_var"] == "OPENAI_API_KEY"
     assert rows["google"]["configured"] is False

@@ -197,3 +197,71 @@ def test_the_rules_do_no_io() -> None:
     # Only the standard library's pure helpers: no Django, no Redis, no clock.
     assert imported <= {"__future__", "math", "typing"}
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}
+
+
+# -- restart backoff and budgets (pure) ------------------------------------------------
+
+
+class _Backoff:
+    restart_backoff_initial_s = 1.0
+    restart_backoff_factor = 2.0
+    restart_backoff_max_s = 10.0
+    restart_backoff_jitter = 0.2
+
+
+@pytest.mark.parametrize(
+    ("kind", "number", "delay"),
+    [
+        ("error", 1, 1.0),  # initial x factor^(n-1)
+        ("error", 2, 2.0),
+        ("error", 3, 4.0),
+        ("crash", 4, 8.0),
+        ("bad_output", 5, 10.0),  # capped at max
+        ("error", 9, 10.0),
+        ("timeout", 1, 0.0),  # The hang already cost the threshold: the first is at once.
+        ("timeout", 2, 1.0),
+        ("timeout", 3, 2.0),
+        ("operator", 3, 0.0),  # A person asked: never held back.
+    ],
+)
+def test_restarts_after_an_error_back_off_and_the_first_after_a_timeout_does_not(
+    kind: str, number: int, delay: float
+) -> None:
+    assert policy.restart_delay(kind, number, _Backoff()) == delay
+
+
+def test_jitter_spreads_the_delay_by_its_fraction_both_ways() -> None:
+    assert policy.restart_delay("error", 2, _Backoff(), jitter=1.0) == pytest.approx(2.4)
+    assert policy.restart_delay("error", 2, _Backoff(), jitter=-1.0) == pytest.approx(1.6)
+    assert policy.restart_delay("error", 2, _Backoff(), jitter=-7) == pytest.approx(1.6)
+
+
+def test_a_rate_limit_waits_at_least_the_providers_retry_after() -> None:
+    assert policy.restart_delay("rate_limit", 1, _Backoff(), retry_after_s=30) == 30.0
+    assert policy.restart_delay("rate_limit", 4, _Backoff(), retry_after_s=3) == 8.0
+
+
+def test_the_worst_case_backoff_adds_every_capped_step_at_full_jitter() -> None:
+    assert policy.backoff_total(_Backoff(), 5) == pytest.approx((1 + 2 + 4 + 8 + 10) * 1.2)
+
+
+@pytest.mark.parametrize(
+    ("spent", "breach"),
+    [
+        ({"tokens": 500}, ""),
+        ({"tokens": 501}, "tokens 501 > 500"),
+        ({"cost_usd": 0.0101}, "cost $0.0101 > $0.0100"),
+        ({"elapsed_s": 61}, "wall time 61 s > 60 s"),
+        ({"elapsed_s": 61, "wall_s_max": None}, ""),  # No wall-time budget.
+    ],
+)
+def test_a_run_breaks_a_budget_only_past_it(spent: dict, breach: str) -> None:
+    limits = {
+        "tokens": 0,
+        "tokens_max": 500,
+        "cost_usd": 0.0,
+        "cost_usd_max": 0.01,
+        "elapsed_s": 0.0,
+        "wall_s_max": 60.0,
+    }
+    assert policy.budget_breach(**{**limits, **spent}) == breach

@@ -27,6 +27,7 @@ class DirectiveIn(Schema):
     entry_files: list[str] = Field(default_factory=list, max_length=200)
     budget_tokens_max: int = Field(25000, ge=1, le=10_000_000)
     budget_cost_usd_max: float = Field(2.0, ge=0, le=10_000)
+    budget_wall_s: float | None = Field(None, gt=0, le=7 * 86400)
 
 
 class RetryIn(Schema):
@@ -53,7 +54,13 @@ def run_as_dict(run: Run, *, detail: bool = False) -> dict[str, Any]:
             description=run.description,
             repo_root=run.repo_root,
             entry_files=run.entry_files,
-            budget={"tokens_max": run.budget_tokens_max, "cost_usd_max": run.budget_cost_usd_max},
+            budget={
+                "tokens_max": run.budget_tokens_max,
+                "cost_usd_max": run.budget_cost_usd_max,
+                "wall_s": run.budget_wall_s,
+            },
+            spent={"tokens": run.tokens_used, "cost_usd": round(run.cost_usd, 6)},
+            stop_reason=run.stop_reason,
             summary=run.summary,
             jobs=[
                 {

@@ -25,6 +25,10 @@ class HhmrsIn(Schema):
     enable_auto_restart: bool | None = None
     enable_llm_switching: bool | None = None
     sweep_interval_s: float | None = None
+    restart_backoff_initial_s: float | None = None
+    restart_backoff_factor: float | None = None
+    restart_backoff_max_s: float | None = None
+    restart_backoff_jitter: float | None = None
 
 
 @router.get("/hhmrs", summary="Current HHMRS settings")

@@ -22,6 +22,9 @@ def add_arguments(parser: CommandParser) -> None:
     parser.add_argument("--description", default="")
     parser.add_argument("--repo-root", default="")
     parser.add_argument("--entry-file", action="append", default=[], dest="entry_files")
+    parser.add_argument("--budget-tokens", type=int, default=25000, help="tokens (25000)")
+    parser.add_argument("--budget-cost", type=float, default=2.0, help="USD (2.0)")
+    parser.add_argument("--budget-wall-s", type=float, default=None, help="seconds (none)")
     parser.add_argument("--wait", action="store_true", help="show progress until the run ends")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait (600)")
 
@@ -80,6 +83,9 @@ def run(cmd: BaseCommand, options: dict[str, Any]) -> None:
             description=options["description"],
             repo_root=options["repo_root"],
             entry_files=options["entry_files"],
+            budget_tokens_max=options["budget_tokens"],
+            budget_cost_usd_max=options["budget_cost"],
+            budget_wall_s=options["budget_wall_s"],
             submitted_by="cli",
         )
     except ServiceError as exc:

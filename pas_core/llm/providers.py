@@ -14,7 +14,9 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import openai
@@ -22,50 +24,20 @@ from django.conf import settings
 
 from .. import inflight
 from ..errors import AttemptError
+from ..models import Provider
 from .offline import offline_complete
 from .reply import Beat, LlmReply
 
 
 @dataclass(frozen=True)
-class Provider:
+class Endpoint:
+    """Where a provider's calls go, as configured now (its row and the environment)."""
+
     name: str
-    base_url: str  # Default base URL; see base_url_env.
-    key_env: str = ""  # Environment variable holding the key; empty: no key needed.
-    base_url_env: str = ""  # Environment variable that overrides base_url.
-    base_url_suffix: str = ""  # Appended to an overriding base URL that lacks it.
-    fixed_key: str = ""  # Sent when no key is needed (the SDK insists on one).
-    key_required: bool = True
+    base_url: str
+    key: str  # "none" when the provider takes no key (the SDK insists on one).
+    structured: str  # Provider.Structured: json_schema, json_object or none.
 
-
-PROVIDERS: dict[str, Provider] = {
-    p.name: p
-    for p in [
-        Provider("openai", "https://api.openai.com/v1", "OPENAI_API_KEY"),
-        # Anthropic's OpenAI-compatible endpoint: it ignores response_format.
-        Provider("anthropic", "https://api.anthropic.com/v1/", "ANTHROPIC_API_KEY"),
-        Provider(
-            "google", "https://generativelanguage.googleapis.com/v1beta/openai/", "GEMINI_API_KEY"
-        ),
-        Provider("openrouter", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
-        Provider(
-            "ollama",
-            "http://127.0.0.1:11434/v1",
-            base_url_env="OLLAMA_BASE_URL",
-            base_url_suffix="/v1",
-            fixed_key="ollama",
-            key_required=False,
-        ),
-        # Any other OpenAI-compatible server (vLLM, llama.cpp, LM Studio, a proxy).
-        Provider(
-            "custom",
-            "",
-            "PAS_CUSTOM_API_KEY",
-            base_url_env="PAS_CUSTOM_BASE_URL",
-            fixed_key="none",
-            key_required=False,
-        ),
-    ]
-}
 
 # List prices in USD per million tokens (input, output) where known; other models are
 # reported at 0 (local models cost nothing; unknown cloud models are not guessed).
@@ -85,55 +57,66 @@ def model_split(model_id: str) -> tuple[str, str]:
     provider, sep, model = (model_id or "").partition("/")
     if not sep or not provider or not model:
         raise AttemptError("model_not_found", f"model id {model_id!r} is not provider/model")
-    if provider not in PROVIDERS:
-        known = ", ".join(PROVIDERS)
+    if not Provider.objects.filter(name=provider).exists():
+        known = ", ".join(Provider.objects.values_list("name", flat=True))
         raise AttemptError("model_not_found", f"unknown provider {provider!r} (known: {known})")
     return provider, model
 
 
-def _base_url(p: Provider) -> str:
-    url = os.environ.get(p.base_url_env, "").strip() if p.base_url_env else ""
+def base_url_of(row: Provider) -> str:
+    """Return the provider's base URL: its variable's value if set, else its own.
+
+    An overriding URL without a path takes the default's (``OLLAMA_BASE_URL`` is
+    usually ``http://host:11434``; the API lives under ``/v1``).
+    """
+    url = os.environ.get(row.base_url_env, "").strip() if row.base_url_env else ""
     if not url:
-        return p.base_url
+        return row.base_url
     url = url.rstrip("/")
-    if p.base_url_suffix and not url.endswith(p.base_url_suffix):
-        url += p.base_url_suffix
+    default_path = urlsplit(row.base_url).path.rstrip("/")
+    if default_path and not urlsplit(url).path:
+        url += default_path
     return url
 
 
-def provider_endpoint(provider: str) -> tuple[str, str]:
-    """Return ``(base_url, api_key)`` for a provider from the environment, now.
+def provider_endpoint(provider: str) -> Endpoint:
+    """Return where ``provider``'s calls go, from its row and the environment, now.
 
     Raises AttemptError("auth") naming the variable to set when the provider is not
-    configured (a missing key, or a custom provider without a base URL).
+    configured (a required key missing, or no base URL at all).
     """
-    p = PROVIDERS[provider]
-    base_url = _base_url(p)
+    row = Provider.objects.filter(name=provider).first()
+    if row is None:
+        raise AttemptError("model_not_found", f"unknown provider {provider!r}")
+    base_url = base_url_of(row)
     if not base_url:
-        raise AttemptError("auth", f"provider {provider} is not configured: set {p.base_url_env}")
-    key = os.environ.get(p.key_env, "").strip() if p.key_env else ""
-    if not key:
-        if p.key_required:
-            raise AttemptError("auth", f"no API key for {provider}: set {p.key_env}")
-        key = p.fixed_key
-    return base_url, key
+        hint = f"set {row.base_url_env}" if row.base_url_env else "give it a base URL"
+        raise AttemptError("auth", f"provider {provider} is not configured: {hint}")
+    key = os.environ.get(row.key_env, "").strip() if row.key_env else ""
+    if not key and row.key_env and row.key_required:
+        raise AttemptError("auth", f"no API key for {provider}: set {row.key_env}")
+    return Endpoint(row.name, base_url, key or "none", row.structured)
 
 
 def providers_status() -> list[dict[str, Any]]:
     """Return each provider's configuration as the HMI's Models tab shows it (no keys)."""
     rows = []
-    for p in PROVIDERS.values():
-        base_url = _base_url(p)
-        has_key = bool(p.key_env and os.environ.get(p.key_env, "").strip())
-        configured = bool(base_url) and (has_key or not p.key_required)
+    for row in Provider.objects.all():
+        base_url = base_url_of(row)
+        has_key = bool(row.key_env and os.environ.get(row.key_env, "").strip())
+        configured = bool(base_url) and (has_key or not (row.key_env and row.key_required))
         rows.append(
             {
-                "provider": p.name,
-                "env_var": p.key_env or p.base_url_env,
-                "base_url_env": p.base_url_env,
+                "provider": row.name,
+                "env_var": row.key_env or row.base_url_env,
+                "key_env": row.key_env,
+                "base_url_env": row.base_url_env,
                 "configured": configured,
                 "key_set": has_key,
                 "base_url": base_url,
+                "max_concurrency": row.max_concurrency,
+                "structured": row.structured,
+                "builtin": row.builtin,
             }
         )
     return rows
@@ -152,6 +135,20 @@ def _scrub(text: str, key: str) -> str:
     return text[:500]
 
 
+def _retry_after(value: str | None) -> float | None:
+    """Return a Retry-After header's seconds (a number, or an HTTP date), capped at an hour."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return max(0.0, min(seconds, 3600.0))
+
+
 def _error(exc: BaseException, model_id: str, key: str) -> AttemptError:
     """Map an SDK or transport exception to the attempt error kind supervision routes."""
     detail = _scrub(str(exc), key)
@@ -162,7 +159,9 @@ def _error(exc: BaseException, model_id: str, key: str) -> AttemptError:
     if isinstance(exc, openai.NotFoundError):
         return AttemptError("model_not_found", f"{model_id}: 404 {detail}")
     if isinstance(exc, openai.RateLimitError):
-        return AttemptError("rate_limit", f"{model_id}: 429 {detail}")
+        wait = _retry_after(exc.response.headers.get("retry-after"))
+        said = f" (Retry-After {wait:g} s)" if wait is not None else ""
+        return AttemptError("rate_limit", f"{model_id}: 429 {detail}{said}", retry_after_s=wait)
     if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
         return AttemptError("crash", f"{model_id}: cannot reach the provider ({detail})")
     if isinstance(exc, openai.APIError):
@@ -238,12 +237,26 @@ def _collect(
     return parts, usage, answered_by
 
 
+def response_format(structured: str, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Return the ``response_format`` to send: the reply's schema where the provider
+    constrains decoding to one, JSON mode where it only promises JSON, else nothing.
+
+    ``schema`` is ``{"name", "schema"}``; the reply is validated either way.
+    """
+    if schema is None or structured == "none":
+        return None
+    if structured == "json_schema":
+        return {"type": "json_schema", "json_schema": {**schema, "strict": False}}
+    return {"type": "json_object"}
+
+
 def llm_chat(
     model_id: str,
     messages: list[dict[str, Any]],
     *,
     beat: Beat | None = None,
-    json_mode: bool = False,
+    schema: dict[str, Any] | None = None,
+    max_tokens: int | None = None,
     timeout_s: float = 120,
 ) -> LlmReply:
     """Stream one chat completion from a real provider and return the whole reply.
@@ -251,15 +264,15 @@ def llm_chat(
     ``beat(progress, "streaming")`` is called on every chunk (it throttles itself);
     progress rises towards 1 with the number of chunks. ``timeout_s`` is the read
     timeout (the longest silence allowed); connecting may take 5 s. Failures raise
-    AttemptError: timeout, auth, model_not_found, rate_limit, crash, or bad_output for
-    a stream with no text.
+    AttemptError: timeout, auth, model_not_found, rate_limit (with the provider's
+    Retry-After), crash, or bad_output for a stream with no text.
     """
     provider, model = model_split(model_id)
-    base_url, key = provider_endpoint(provider)
+    endpoint = provider_endpoint(provider)
     timeout = httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S)
     client = openai.OpenAI(
-        base_url=base_url,
-        api_key=key,
+        base_url=endpoint.base_url,
+        api_key=endpoint.key,
         timeout=timeout,
         max_retries=0,  # Supervision retries, visibly; the SDK must not retry silently.
         http_client=_abortable_client(timeout),
@@ -270,9 +283,12 @@ def llm_chat(
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    if json_mode:
-        kwargs["response_format"] = {"type": "json_object"}
+    if (fmt := response_format(endpoint.structured, schema)) is not None:
+        kwargs["response_format"] = fmt
+    if max_tokens:
+        kwargs["max_tokens"] = max_tokens
     deadline = time.monotonic() + timeout_s * TOTAL_TIMEOUT_FACTOR
+    key = endpoint.key
     try:
         try:
             stream = client.chat.completions.create(**kwargs)
@@ -306,7 +322,8 @@ def llm_complete(
     messages: list[dict[str, Any]],
     *,
     beat: Beat | None = None,
-    json_mode: bool = False,
+    schema: dict[str, Any] | None = None,
+    max_tokens: int | None = None,
     timeout_s: float = 120,
 ) -> LlmReply:
     """Answer ``messages`` as ``model_id`` would, in the mode ``PAS_LLM_MODE`` selects.
@@ -316,7 +333,14 @@ def llm_complete(
     """
     mode = settings.PAS_LLM_MODE
     if mode == "live":
-        return llm_chat(model_id, messages, beat=beat, json_mode=json_mode, timeout_s=timeout_s)
+        return llm_chat(
+            model_id,
+            messages,
+            beat=beat,
+            schema=schema,
+            max_tokens=max_tokens,
+            timeout_s=timeout_s,
+        )
     if mode == "offline":
         return offline_complete(model_id, messages, beat=beat)
     # The system check pas_core.E001 refuses this at start; a worker started anyway fails

@@ -244,7 +244,7 @@ def parse_json(text: str, schema: type[S]) -> S:
 def schema_instructions(schema: type[BaseModel]) -> str:
     """Return the system-prompt paragraph that asks for ``schema`` (with its marker)."""
     name = schema.__name__
-    example = json.dumps(EXAMPLES[name], indent=1)
+    example = json.dumps(EXAMPLES[name], separators=(",", ":"))
     return (
         "Reply with ONE JSON object and nothing else, shaped like this example:\n"
         f"{example}\n{SCHEMA_MARKER} {name}"
@@ -259,3 +259,90 @@ def paths_of(items: Any) -> list[str]:
         if path:
             out.append(str(path))
     return out
+
+
+# -- the schemas sent to the model ------------------------------------------------
+# What a provider that constrains decoding (response_format json_schema) is held to:
+# the same shapes as the models above, in their plainest form, with every string and
+# list bounded so a small model cannot loop until max_tokens (a cut reply never
+# parses). The reply is validated by the models above all the same.
+
+
+def _text(limit: int) -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "maxLength": limit}
+
+
+def _list(item: dict[str, Any], most: int, *, least: int = 0) -> dict[str, Any]:
+    return {"type": "array", "items": item, "minItems": least, "maxItems": most}
+
+
+def _object(required: list[str], **properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+def _path() -> dict[str, Any]:
+    return _object(["path"], path=_text(120))
+
+
+def _one_of(values: list[str] | None, limit: int = 64) -> dict[str, Any]:
+    return {"type": "string", "enum": values} if values else _text(limit)
+
+
+def wire_schema(name: str, choices: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Return ``{"name", "schema"}`` for a role's reply, to send as its response format.
+
+    ``choices`` narrows id fields to the ids the role may name (``manager_id``,
+    ``programmer_id``): a model that can only write a real id never invents one.
+    """
+    choices = choices or {}
+    check = _object(["check"], check=_text(60))
+    if name == "ArchitectPlan":
+        lane = _object(
+            ["task", "expected_artifacts"],
+            task=_text(300),
+            inputs=_list(_path(), 5),
+            expected_artifacts=_list(_path(), 5, least=1),
+            acceptance=_list(check, 4),
+            risks=_list(_text(120), 3),
+        )
+        lanes = {
+            "type": "object",
+            "properties": {lane_name: lane for lane_name in LANES},
+            "additionalProperties": False,
+            "minProperties": 1,
+        }
+        schema = _object(
+            ["executive_summary", "lane_allocations"],
+            executive_summary=_text(400),
+            lane_allocations=lanes,
+        )
+    elif name == "DirectorPlan":
+        task = _object(
+            ["manager_id", "task", "files"],
+            manager_id=_one_of(choices.get("manager_id")),
+            task=_text(300),
+            files=_list(_text(120), 4),
+            expected_artifacts=_list(_path(), 4),
+            acceptance=_list(check, 4),
+        )
+        schema = _object(["manager_tasks"], manager_tasks=_list(task, 3, least=1))
+    elif name == "ManagerPlan":
+        task = _object(
+            ["programmer_id", "task", "files"],
+            programmer_id=_one_of(choices.get("programmer_id")),
+            task=_text(300),
+            files=_list(_text(120), 3, least=1),
+            operation={"type": "string", "enum": ["create", "modify", "delete", "refactor"]},
+        )
+        schema = _object(["programmer_tasks"], programmer_tasks=_list(task, 3, least=1))
+    elif name == "ProgrammerOutput":
+        file = _object(["path", "content"], path=_text(120), content=_text(2000))
+        schema = _object(["files", "summary"], files=_list(file, 3, least=1), summary=_text(200))
+    else:
+        raise ValueError(f"no wire schema for {name!r}")
+    return {"name": name, "schema": schema}

@@ -130,7 +130,7 @@ def _step_run(attempt: Attempt, cfg: Hhmrs, *, provider: str, lease_s: float) ->
     try:
         outcome = _run_step(attempt, beat)
     except AttemptError as exc:
-        attempt_fail(attempt, kind=exc.kind, message=exc.message)
+        attempt_fail(attempt, kind=exc.kind, message=exc.message, retry_after_s=exc.retry_after_s)
         return f"failed:{exc.kind}"
     except Exception as exc:  # noqa: BLE001 - any bug in a step is a crash of the attempt
         log.exception("attempt %s crashed", attempt.pk)

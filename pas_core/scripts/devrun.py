@@ -104,12 +104,33 @@ def announce_when_up(port: int, honcho: subprocess.Popen[bytes]) -> None:
         return
 
 
-def run_honcho(env: dict[str, str], port: int) -> tuple[int, bool]:
+LOCAL_MODEL = "local/smollm2-135m"
+
+
+def local_mode() -> bool:
+    """Return whether to run every agent on the bundled local model (``make run-local``)."""
+    return os.environ.get("PAS_LOCAL_LLM", "").strip().lower() in ("1", "true", "yes")
+
+
+def local_setup(env: dict[str, str]) -> Path:
+    """Point every agent at the local model; return a Procfile that also serves it."""
+    llm_port = env.setdefault("PAS_LOCAL_LLM_PORT", "8090")
+    env["PAS_LLM_MODE"] = "live"
+    env["PAS_LOCAL_BASE_URL"] = f"http://127.0.0.1:{llm_port}/v1"
+    manage(env, "pas", "models", "set", "--all", LOCAL_MODEL, "--fallback", LOCAL_MODEL)
+    procfile = PROJECT_DIR / ".run" / "Procfile.local"
+    procfile.parent.mkdir(parents=True, exist_ok=True)
+    serve = "llm: python manage.py pas llm serve --port ${PAS_LOCAL_LLM_PORT:-8090}"
+    procfile.write_text((PROJECT_DIR / "Procfile").read_text().rstrip("\n") + "\n" + serve + "\n")
+    return procfile
+
+
+def run_honcho(env: dict[str, str], port: int, procfile: Path) -> tuple[int, bool]:
     """Run honcho until it exits; return (its status, whether we asked it to stop)."""
     honcho = str(Path(sys.executable).parent / "honcho")
     # Own session: a terminal Ctrl-C reaches only us, and we pass it on exactly once.
     proc = subprocess.Popen(
-        [honcho, "start", "-f", "Procfile"],
+        [honcho, "start", "-f", str(procfile)],
         cwd=PROJECT_DIR,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -148,8 +169,12 @@ def main() -> int:
         print(f"PAS: Redis at {redis_url}", flush=True)
         manage(env, "migrate", "--noinput")
         manage(env, "pas", "bootstrap")
+        procfile = PROJECT_DIR / "Procfile"
+        if local_mode():
+            procfile = local_setup(env)
+            print(f"PAS: every agent on {LOCAL_MODEL}, served by `pas llm serve`", flush=True)
         print(banner(port), flush=True)
-        status, asked = run_honcho(env, port)
+        status, asked = run_honcho(env, port, procfile)
         return 0 if asked else status
     except (Stop, KeyboardInterrupt):
         return 0

@@ -72,13 +72,21 @@ def thread_cpu(pid: int) -> dict[int, int]:
 
 
 def hot_threads(pid: int, window_s: float = 0.4) -> list[int]:
-    """Return the threads that used at least half a CPU over ``window_s`` (busiest first)."""
+    """Return the thread that burned the CPU over ``window_s`` (empty if none clearly did).
+
+    In a stall one thread holds the interpreter lock and spins while every other one
+    waits for it, so the culprit is the busiest by far: it must have used a fifth of a
+    CPU at least (a loaded machine shares the CPU out) and twice the next busiest.
+    """
     before = thread_cpu(pid)
     time.sleep(window_s)
     after = thread_cpu(pid)
-    need = 0.5 * window_s * _clock_ticks()
     busy = sorted(((after[t] - before.get(t, after[t]), t) for t in after), reverse=True)
-    return [tid for used, tid in busy if used >= need]
+    if not busy or busy[0][0] < 0.2 * window_s * _clock_ticks():
+        return []
+    if len(busy) > 1 and busy[0][0] < 2 * busy[1][0]:
+        return []
+    return [busy[0][1]]
 
 
 class Supervisor:

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from django.utils import timezone
 
 from .. import policy
-from ..errors import NotFound
-from ..models import Agent, Attempt
+from ..errors import NotFound, ServiceError
+from ..models import Agent, Attempt, Provider
 from ..stores.events import event_emit, events_emit
 
 
@@ -93,3 +93,47 @@ def agent_set_enabled(agent_id: str, enabled: bool, *, by: str = "") -> Agent:
         "agent_status", {"agent_id": agent_id, "status": status, "enabled": enabled, "by": by}
     )
     return agent
+
+
+def model_check(model: str, field: str = "model") -> str:
+    """Return ``model`` if it is ``provider/model`` with a known provider; else refuse it."""
+    model = (model or "").strip()
+    provider, sep, rest = model.partition("/")
+    if not sep or not provider or not rest:
+        raise ServiceError(field, f"{model!r} is not provider/model (e.g. local/smollm2-135m)")
+    if not Provider.objects.filter(name=provider).exists():
+        known = ", ".join(Provider.objects.values_list("name", flat=True))
+        raise ServiceError(field, f"unknown provider {provider!r} (known: {known})")
+    return model
+
+
+def agents_models_set(
+    agent_ids: list[str] | None, model: str, *, fallbacks: list[str] | None = None, by: str = ""
+) -> list[str]:
+    """Set the primary model (and, if given, the fallback chain) of agents; all when None.
+
+    Their current model moves to the new primary. PAS Root calls no model: it is left
+    out of ``--all``. Return the agents changed.
+    """
+    model = model_check(model)
+    chain = [model_check(f, "fallback") for f in fallbacks] if fallbacks is not None else None
+    rows = (
+        Agent.objects.exclude(role="root")
+        if agent_ids is None
+        else Agent.objects.filter(agent_id__in=agent_ids)
+    )
+    found = list(rows.values_list("agent_id", flat=True))
+    missing = sorted(set(agent_ids or []) - set(found))
+    if missing:
+        raise NotFound("agent_id", f"no agent {missing[0]!r}")
+    values: dict[str, object] = {"primary_model": model, "current_model": model}
+    if chain is not None:
+        values["fallback_models"] = [m for m in chain if m != model]
+    Agent.objects.filter(agent_id__in=found).update(
+        restart_count=0, llm_failure_count=0, updated_at=timezone.now(), **values
+    )
+    event_emit(
+        "agents_models_set",
+        {"agents": found, "model": model, "fallbacks": values.get("fallback_models"), "by": by},
+    )
+    return found

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 
 from django.db import transaction
 from django.db.models import Max, OuterRef, Subquery
@@ -24,14 +25,19 @@ from .transitions import attempt_move, jobs_move, run_move
 Phase = str
 
 
-def attempts_create(items: Sequence[tuple[Job, Phase, str | None]]) -> list[Attempt]:
+def attempts_create(
+    items: Sequence[tuple[Job, Phase, str | None]], *, delays: dict[str, float] | None = None
+) -> list[Attempt]:
     """Give each job a new current attempt (``(job, phase, model)``; None: the agent's).
 
     The jobs move to ``queued`` (their older attempts are fenced off from here on) and
     the attempts are sent over one broker connection once the transaction commits.
-    Jobs whose status does not allow it (ended meanwhile) get none. One job is a list
-    of one.
+    ``delays`` (job id -> seconds) holds a restart back: its attempt waits, queued,
+    until ``not_before``. Jobs whose status does not allow it (ended meanwhile) get
+    none. One job is a list of one.
     """
+    delays = delays or {}
+    now = timezone.now()
     if not items:
         return []
     with transaction.atomic():
@@ -58,6 +64,7 @@ def attempts_create(items: Sequence[tuple[Job, Phase, str | None]]) -> list[Atte
                 agent_id=job.agent_id,
                 model=locked[job.pk].agent.current_model if model is None else model,
                 celery_task_id=uuid.uuid4().hex,
+                not_before=now + timedelta(seconds=delays[job.pk]) if delays.get(job.pk) else None,
             )
             for job, phase, model in items
             if job.pk in locked
@@ -70,7 +77,9 @@ def attempts_create(items: Sequence[tuple[Job, Phase, str | None]]) -> list[Atte
         for attempt in sent:  # The callers' objects see what the rows now say.
             job = callers[attempt.job_id]
             job.current_attempt, job.status = attempt, Job.Status.QUEUED
-        dispatch.attempts_send_on_commit([(a.pk, a.celery_task_id) for a in sent])
+        dispatch.attempts_send_on_commit(
+            [(a.pk, a.celery_task_id, delays.get(a.job_id, 0.0)) for a in sent]
+        )
     return sent
 
 
@@ -85,8 +94,17 @@ def attempt_create(
 
 
 def attempts_resend(attempts: Sequence[Attempt]) -> int:
-    """Send queued attempts again (their message was lost); a duplicate does nothing."""
-    return dispatch.attempts_send([(a.pk, a.celery_task_id) for a in attempts])
+    """Send queued attempts again (their message was lost); a duplicate does nothing.
+
+    One still backing off keeps its wait: it is sent for the rest of it.
+    """
+    now = timezone.now()
+    return dispatch.attempts_send(
+        [
+            (a.pk, a.celery_task_id, (a.not_before - now).total_seconds() if a.not_before else 0)
+            for a in attempts
+        ]
+    )
 
 
 def attempt_start(attempt: Attempt, *, worker: str = "") -> bool:
@@ -124,8 +142,13 @@ def attempt_start(attempt: Attempt, *, worker: str = "") -> bool:
     return True
 
 
-def attempt_fail(attempt: Attempt, *, kind: str, message: str) -> bool:
-    """Record a failed attempt and hand it to supervision; False if it already ended."""
+def attempt_fail(
+    attempt: Attempt, *, kind: str, message: str, retry_after_s: float | None = None
+) -> bool:
+    """Record a failed attempt and hand it to supervision; False if it already ended.
+
+    ``retry_after_s``: the provider asked not to be called again before then.
+    """
     with transaction.atomic():
         won = attempt_move(
             attempt.pk,
@@ -133,6 +156,7 @@ def attempt_fail(attempt: Attempt, *, kind: str, message: str) -> bool:
             error_kind=kind,
             error=message[:4000],
             finished_at=timezone.now(),
+            retry_after_s=retry_after_s,
         )
         if not won:
             return False

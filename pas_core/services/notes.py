@@ -60,10 +60,16 @@ def timeout_note(attempt: Attempt, job: Job, *, now: float, last_beat: float) ->
     return data, line
 
 
-def restart_note(job: Job, *, cfg: Hhmrs, reason: str, number: int, by: str = "") -> Note:
-    """``job.restart_count`` already counts this restart; ``number`` is the new attempt's."""
+def restart_note(
+    job: Job, *, cfg: Hhmrs, reason: str, number: int, by: str = "", delay_s: float = 0.0
+) -> Note:
+    """``job.restart_count`` already counts this restart; ``number`` is the new attempt's.
+
+    ``delay_s``: how long the new attempt waits before it is sent (a backoff).
+    """
     parent_id, _ = chain_ids(job.agent)
     count = job.restart_count
+    after = f" in {delay_s:.1f}s" if delay_s else ""
     data = {
         "agent_id": job.agent_id,
         "parent_id": parent_id,
@@ -73,14 +79,15 @@ def restart_note(job: Job, *, cfg: Hhmrs, reason: str, number: int, by: str = ""
         "run_id": str(job.run_id),
         "reason": reason,
         "by": by or parent_id or "TRON",
-        "message": f"Restarting {job.agent_id} (attempt {number})",
+        "delay_s": round(delay_s, 3),
+        "message": f"Restarting {job.agent_id} (attempt {number}){after}",
     }
     line = {
         "sender": parent_id or "TRON",
         "recipient": job.agent_id,
         "kind": "STATUS",
         "message": f"Restarting {job.agent_id} and re-sending {job.pk} "
-        f"(restart {count}/{cfg.max_restarts}, reason {reason})",
+        f"(restart {count}/{cfg.max_restarts}, reason {reason}){after}",
         "llm_model": job.agent.current_model,
         "run_id": job.run_id,
         "status": "restarting",

@@ -17,8 +17,11 @@ def run_finish(run_id: Any, root: Job) -> None:
     result = root.result if isinstance(root.result, dict) else {}
     ok = root.status == Job.Status.SUCCEEDED and result.get("state", "completed") == "completed"
     status = Run.Status.COMPLETED if ok else Run.Status.FAILED
+    stopped = Run.objects.filter(pk=run_id).values_list("stop_reason", flat=True).first()
     if ok:
         message = "All lanes completed"
+    elif stopped:
+        message = stopped  # Stopped on purpose (a budget): that, not its consequences.
     elif result.get("failed_lanes"):
         message = "Lanes failed: " + ", ".join(result["failed_lanes"])
     else:

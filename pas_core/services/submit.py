@@ -37,9 +37,14 @@ def run_submit(
     entry_files: list[str] | None = None,
     budget_tokens_max: int = 25000,
     budget_cost_usd_max: float = 2.0,
+    budget_wall_s: float | None = None,
     submitted_by: str = "",
 ) -> Run:
-    """Create a run for a Prime Directive and send PAS Root its first job."""
+    """Create a run for a Prime Directive and send PAS Root its first job.
+
+    Budgets: tokens and cost (from the providers' usage) and, optionally, wall time
+    from the run's start; passing one stops the run (``services.budgets``).
+    """
     title, goal = (title or "").strip(), (goal or "").strip()
     if not title:
         raise _refuse("title", "must not be empty")
@@ -57,6 +62,7 @@ def run_submit(
             entry_files=list(entry_files or []),
             budget_tokens_max=budget_tokens_max,
             budget_cost_usd_max=budget_cost_usd_max,
+            budget_wall_s=budget_wall_s or None,
             submitted_by=submitted_by,
             status=Run.Status.QUEUED,
         )
@@ -86,7 +92,11 @@ def _root_card(run: Run) -> dict[str, Any]:
         "title": run.title,
         "description": run.description,
         "entry_files": run.entry_files,
-        "budget": {"tokens_max": run.budget_tokens_max, "cost_usd_max": run.budget_cost_usd_max},
+        "budget": {
+            "tokens_max": run.budget_tokens_max,
+            "cost_usd_max": run.budget_cost_usd_max,
+            "wall_s": run.budget_wall_s,
+        },
         "submitted_by": run.submitted_by,
     }
 

@@ -14,6 +14,7 @@ a message delivered twice.
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
@@ -176,21 +177,36 @@ def jobs_restart(
         Job.objects.filter(pk__in=[j.pk for j in jobs]).update(restart_count=F("restart_count") + 1)
         for job in jobs:
             job.restart_count += 1
+    delays = {job.pk: _delay(job, reason, cfg) if counted else 0.0 for job, reason in items}
     fresh = attempts_create(
         [
             (j, j.current_attempt.phase if j.current_attempt else Attempt.Phase.STEP, None)
             for j in jobs
-        ]
+        ],
+        delays=delays,
     )
     numbers = {a.job_id: a.number for a in fresh}
     notes = Notes()
     for job, reason in items:
         if job.pk in numbers:
-            note = restart_note(job, cfg=cfg, reason=reason, number=numbers[job.pk], by=by)
+            number, delay = numbers[job.pk], delays[job.pk]
+            note = restart_note(job, cfg=cfg, reason=reason, number=number, by=by, delay_s=delay)
             notes.add("hhmrs_restart", note)
     notes.save()
     agents_status_set([j.agent_id for j in jobs if j.pk in numbers], Agent.Status.RESTARTING)
     return fresh
+
+
+def _delay(job: Job, reason: str, cfg: Hhmrs) -> float:
+    """How long this restart of ``job`` waits (policy.restart_delay; jitter drawn here)."""
+    attempt = job.current_attempt
+    return policy.restart_delay(
+        reason,
+        job.restart_count,
+        cfg,
+        retry_after_s=attempt.retry_after_s if attempt is not None else None,
+        jitter=random.uniform(-1.0, 1.0),
+    )
 
 
 # -- the grandparent: switch the model or fail --------------------------------------
@@ -260,7 +276,7 @@ def last_error(job: Job) -> str:
     return attempt.error or attempt.error_kind
 
 
-def job_fail_permanently(job: Job, *, reason: str) -> None:
+def job_fail_permanently(job: Job, *, reason: str, notify: bool = True) -> None:
     """Fail the job for good: it waits in the retry queue and a person is told.
 
     ``reason`` is the rung that gave up; the job's error, its event, the comms line
@@ -298,5 +314,6 @@ def job_fail_permanently(job: Job, *, reason: str) -> None:
     )
     notes.save()
     agents_status_set([job.agent_id], Agent.Status.FAILED)
-    notification_create(job, message=message, reason=reason, last_error=error)
+    if notify:
+        notification_create(job, message=message, reason=reason, last_error=error)
     job_after_end(job)

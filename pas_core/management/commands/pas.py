@@ -11,7 +11,18 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-SUBCOMMANDS = ["bootstrap", "token", "settings", "submit", "status", "fault", "demo", "llm"]
+SUBCOMMANDS = [
+    "bootstrap",
+    "token",
+    "settings",
+    "submit",
+    "status",
+    "fault",
+    "demo",
+    "llm",
+    "provider",
+    "models",
+]
 
 
 class Command(BaseCommand):

@@ -10,10 +10,12 @@ from django.db import connection
 from django.db.models import QuerySet
 from pydantic import BaseModel
 
+from ...errors import AttemptError
 from ...llm.providers import llm_complete
 from ...llm.reply import LlmReply
-from ...llm.schemas import parse_json, schema_instructions
+from ...llm.schemas import parse_json, schema_instructions, wire_schema
 from ...models import Agent
+from ...services.budgets import attempt_spend, run_budget_stop
 from ..types import StepContext
 
 S = TypeVar("S", bound=BaseModel)
@@ -28,10 +30,30 @@ def subordinates(agent: Agent, role: str) -> QuerySet[Agent]:
     )
 
 
+# The most a reply may take, per schema: a bounded reply (see llm.schemas.wire_schema)
+# fits; a model that loops is cut off here instead of streaming until the read timeout.
+MAX_TOKENS = {
+    "ArchitectPlan": 900,
+    "DirectorPlan": 600,
+    "ManagerPlan": 600,
+    "ProgrammerOutput": 1500,
+}
+
+
 def ask(
-    ctx: StepContext, schema: type[S], duty: str, payload: dict[str, Any]
+    ctx: StepContext,
+    schema: type[S],
+    duty: str,
+    payload: dict[str, Any],
+    *,
+    choices: dict[str, list[str]] | None = None,
 ) -> tuple[S, LlmReply]:
-    """Ask the attempt's model for ``schema``; beats map onto progress 0.1..0.8."""
+    """Ask the attempt's model for ``schema``; beats map onto progress 0.1..0.8.
+
+    The reply's schema goes along as its response format (``choices`` narrows the ids
+    it may name); what the call spent is added to the run, which stops when it passes
+    a budget; the reply is validated (``bad_output`` when it does not fit).
+    """
     messages = [
         {
             "role": "system",
@@ -40,7 +62,7 @@ def ask(
         {
             "role": "user",
             "content": "Input:\n```json\n"
-            + json.dumps(payload, indent=1, ensure_ascii=False, default=str)
+            + json.dumps(payload, ensure_ascii=False, default=str, separators=(",", ":"))
             + "\n```",
         },
     ]
@@ -53,7 +75,20 @@ def ask(
         # The call takes seconds to minutes: hold no idle database connection meanwhile
         # (a hundred calls in flight would hold a hundred).
         connection.close()
-    reply = llm_complete(ctx.model, messages, beat=beat, json_mode=True)
+    name = schema.__name__
+    reply = llm_complete(
+        ctx.model,
+        messages,
+        beat=beat,
+        schema=wire_schema(name, choices),
+        max_tokens=MAX_TOKENS.get(name),
+    )
+    tokens = reply.tokens_in + reply.tokens_out
+    if tokens or reply.cost_usd:
+        breach = attempt_spend(ctx.attempt, tokens=tokens, cost_usd=reply.cost_usd)
+        if breach:
+            run_budget_stop(ctx.run.pk, breach=breach)
+            raise AttemptError("budget_exceeded", f"Budget exceeded: {breach}")
     text = GARBAGE if ctx.fault == "bad_output" else reply.text
     return parse_json(text, schema), reply
 

@@ -103,7 +103,9 @@ def director_step(ctx: StepContext) -> Delegate:
         "Paths are relative to the lane's folder."
     )
     ctx.beat(0.05, "planning manager tasks")
-    plan, reply = ask(ctx, DirectorPlan, duty, {**card, "managers": managers})
+    plan, reply = ask(
+        ctx, DirectorPlan, duty, {**card, "managers": managers}, choices={"manager_id": managers}
+    )
     merged: dict[str, dict[str, Any]] = {}
     for i, task in enumerate(plan.manager_tasks):
         manager = remap(task.manager_id, managers, i)
@@ -155,7 +157,13 @@ def manager_step(ctx: StepContext) -> Delegate:
         "programmers listed in 'programmers' (only those ids), naming the files each writes."
     )
     ctx.beat(0.05, "planning programmer tasks")
-    plan, reply = ask(ctx, ManagerPlan, duty, {**card, "programmers": programmers})
+    plan, reply = ask(
+        ctx,
+        ManagerPlan,
+        duty,
+        {**card, "programmers": programmers},
+        choices={"programmer_id": programmers},
+    )
     write_json(
         ctx.artifacts_dir / "plans" / f"{ctx.job.pk}.json",
         {**usage(reply), "plan": plan.model_dump()},
