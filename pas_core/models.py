@@ -91,6 +91,13 @@ class Run(models.Model):
     goal = models.TextField()
     repo_root = models.CharField(max_length=500, blank=True)
     entry_files = models.JSONField(default=list, blank=True)
+    # The directive's checks ({name: command}), accepted from operators only; the
+    # repository's own ([tool.pas.checks]) are read from its base commit at the start.
+    checks = models.JSONField(default=dict, blank=True)
+    # With a git repository at repo_root: the run's branch (pas/<run8>) and the commit
+    # it starts from (the repository's HEAD at submission). Blank: an artifacts folder.
+    branch = models.CharField(max_length=100, blank=True)
+    base_commit = models.CharField(max_length=64, blank=True)
     budget_tokens_max = models.PositiveIntegerField(default=25000)
     budget_cost_usd_max = models.FloatField(default=2.0)
     budget_wall_s = models.FloatField(null=True, blank=True)  # None: no wall-time budget.
@@ -343,6 +350,8 @@ class Fault(models.Model):
         SLOW = "slow"
         BAD_OUTPUT = "bad_output"
         SPIN = "spin"  # A CPU busy loop that never returns to the interpreter.
+        # A Programmer's output is made to fail its checks (a failing test is added).
+        FAILING_OUTPUT = "failing_output"
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="faults")
     kind = models.CharField(max_length=16, choices=Kind.choices)

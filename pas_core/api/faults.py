@@ -18,7 +18,7 @@ router = Router(tags=["faults"])
 class FaultIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["hang", "crash", "error", "slow", "bad_output"]
+    kind: Literal["hang", "crash", "error", "slow", "bad_output", "failing_output"]
     count: int = Field(1, ge=1, le=MAX_COUNT)
     model: str | None = Field(None, max_length=128)
 

@@ -10,7 +10,7 @@ from ..errors import ServiceError
 from ..models import Agent, Fault
 from ..services.faults import MAX_COUNT, fault_inject, faults_clear
 
-help = "Make an agent's next N attempts misbehave (hang, crash, error, slow, bad_output)"
+help = "Make an agent's next N attempts misbehave (" + ", ".join(Fault.Kind.values) + ")"
 
 
 def add_arguments(parser: CommandParser) -> None:

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ..errors import ServiceError
 from ..models import Run
-from ..selectors import lane_states, run_progress
+from ..selectors import lane_reports, lane_states, run_progress
 from ..services.submit import run_submit
 from ..stores import workers
 
@@ -20,7 +20,15 @@ def add_arguments(parser: CommandParser) -> None:
     parser.add_argument("title")
     parser.add_argument("--goal", required=True)
     parser.add_argument("--description", default="")
-    parser.add_argument("--repo-root", default="")
+    parser.add_argument("--repo-root", default="", help="a git repository to work on")
+    parser.add_argument(
+        "--check",
+        action="append",
+        default=[],
+        dest="checks",
+        metavar="NAME=COMMAND",
+        help="a check to run on every change (repeatable), e.g. tests='python -m pytest -q'",
+    )
     parser.add_argument("--entry-file", action="append", default=[], dest="entry_files")
     parser.add_argument("--budget-tokens", type=int, default=25000, help="tokens (25000)")
     parser.add_argument("--budget-cost", type=float, default=2.0, help="USD (2.0)")
@@ -68,9 +76,38 @@ def summary(cmd: BaseCommand, run: Run) -> None:
     cmd.stdout.write(f"run {run.run_id}: {run.status} in {run.duration_s or 0:.1f}s")
     if run.message:
         cmd.stdout.write(f"  {run.message}")
+    reports = lane_reports(run)
     for lane, state in lane_states(run).items():
         cmd.stdout.write(f"  lane {lane:<10} {state}")
+        report = reports.get(lane) if isinstance(reports.get(lane), dict) else {}
+        for check in (report or {}).get("checks") or []:
+            cmd.stdout.write(f"    check {check_line(check)}")
     cmd.stdout.write(f"  artifacts: {settings.PAS_ARTIFACTS_DIR}/runs/{run.run_id}/")
+    if run.branch:
+        cmd.stdout.write(f"  branch: {run.branch} (from {run.base_commit[:10]})")
+        cmd.stdout.write(f"  to take it: git -C {run.repo_root} merge {run.branch}")
+
+
+def check_line(check: dict[str, Any]) -> str:
+    """Return one check's result in a line: name, status, exit code, time, verdict."""
+    line = f"{check.get('name')}: {check.get('status')} (exit {check.get('exit_code')}"
+    if check.get("duration_s") is not None:
+        line += f", {float(check['duration_s']):.1f} s"
+    line += ")"
+    if check.get("note"):
+        line += f" - {check['note']}"
+    return line
+
+
+def checks_option(items: list[str]) -> dict[str, str]:
+    """Return ``--check NAME=COMMAND`` options as ``{name: command}``."""
+    out = {}
+    for item in items:
+        name, sep, command = item.partition("=")
+        if not sep or not name.strip():
+            raise CommandError(f"--check {item!r}: expected NAME=COMMAND")
+        out[name.strip()] = command
+    return out
 
 
 def run(cmd: BaseCommand, options: dict[str, Any]) -> None:
@@ -86,11 +123,14 @@ def run(cmd: BaseCommand, options: dict[str, Any]) -> None:
             budget_tokens_max=options["budget_tokens"],
             budget_cost_usd_max=options["budget_cost"],
             budget_wall_s=options["budget_wall_s"],
+            checks=checks_option(options["checks"]),
             submitted_by="cli",
         )
     except ServiceError as exc:
         raise CommandError(str(exc)) from None
     cmd.stdout.write(f"run {new.run_id} submitted: {new.title}")
+    if new.branch:
+        cmd.stdout.write(f"  working on {new.repo_root} in branch {new.branch}")
     if not options["wait"]:
         return
     finished = wait_for(cmd, new.run_id, options["timeout"])

@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import AttemptError
 
@@ -136,8 +136,19 @@ class FileOut(_Lenient):
 
 
 class ProgrammerOutput(_Lenient):
-    files: list[FileOut] = Field(min_length=1)
+    """Whole files, or a unified diff (``git diff`` format) of a repository, or both."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+    files: list[FileOut] = Field(default_factory=list)
+    diff: str = ""
     summary: str = ""
+
+    @model_validator(mode="after")
+    def _something(self) -> ProgrammerOutput:
+        if not self.files and not self.diff.strip():
+            raise ValueError("give at least one file or a diff")
+        return self
 
 
 # One example per schema, shown to the LLM in the system prompt.
@@ -178,6 +189,15 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "ProgrammerOutput": {
         "files": [{"path": "src/feature.py", "content": "the whole file"}],
         "summary": "One line on what was written",
+    },
+}
+# In a repository, a Programmer may answer with a unified diff instead of whole files.
+REPO_EXAMPLES: dict[str, dict[str, Any]] = {
+    "ProgrammerOutput": {
+        "files": [],
+        "diff": "--- a/pkg/parser.py\n+++ b/pkg/parser.py\n@@ -1,2 +1,2 @@\n def parse(s):\n"
+        "-    return s.split(',')\n+    return [p.strip() for p in s.split(',')]\n",
+        "summary": "One line on what was changed",
     },
 }
 
@@ -241,14 +261,18 @@ def parse_json(text: str, schema: type[S]) -> S:
         raise AttemptError("bad_output", f"{name}: " + "; ".join(problems) + more) from None
 
 
-def schema_instructions(schema: type[BaseModel]) -> str:
-    """Return the system-prompt paragraph that asks for ``schema`` (with its marker)."""
+def schema_instructions(schema: type[BaseModel], *, repo: bool = False) -> str:
+    """Return the system-prompt paragraph that asks for ``schema`` (with its marker).
+
+    ``repo``: the work is on a repository; a Programmer is shown the diff form too.
+    """
     name = schema.__name__
     example = json.dumps(EXAMPLES[name], separators=(",", ":"))
-    return (
-        "Reply with ONE JSON object and nothing else, shaped like this example:\n"
-        f"{example}\n{SCHEMA_MARKER} {name}"
-    )
+    text = f"Reply with ONE JSON object and nothing else, shaped like this example:\n{example}"
+    if repo and name in REPO_EXAMPLES:
+        other = json.dumps(REPO_EXAMPLES[name], separators=(",", ":"))
+        text += f"\nor, to change part of an existing file, with a unified diff:\n{other}"
+    return f"{text}\n{SCHEMA_MARKER} {name}"
 
 
 def paths_of(items: Any) -> list[str]:
@@ -266,6 +290,9 @@ def paths_of(items: Any) -> list[str]:
 # the same shapes as the models above, in their plainest form, with every string and
 # list bounded so a small model cannot loop until max_tokens (a cut reply never
 # parses). The reply is validated by the models above all the same.
+
+
+REPO_TEXT = 12000  # A whole file or a diff of a real repository's file.
 
 
 def _text(limit: int) -> dict[str, Any]:
@@ -286,29 +313,34 @@ def _object(required: list[str], **properties: dict[str, Any]) -> dict[str, Any]
 
 
 def _path() -> dict[str, Any]:
-    return _object(["path"], path=_text(120))
+    return _object(["path"], path=_text(80))
 
 
 def _one_of(values: list[str] | None, limit: int = 64) -> dict[str, Any]:
     return {"type": "string", "enum": values} if values else _text(limit)
 
 
-def wire_schema(name: str, choices: dict[str, list[str]] | None = None) -> dict[str, Any]:
+def wire_schema(
+    name: str, choices: dict[str, list[str]] | None = None, *, repo: bool = False
+) -> dict[str, Any]:
     """Return ``{"name", "schema"}`` for a role's reply, to send as its response format.
 
-    ``choices`` narrows id fields to the ids the role may name (``manager_id``,
-    ``programmer_id``): a model that can only write a real id never invents one.
+    ``choices`` narrows fields to the values the role may write (``manager_id``,
+    ``programmer_id``, and ``file``: the paths its card names): a model that can only
+    write a real id or an expected path never invents one, so the files a lane's
+    plan expects are the files its Programmers write. ``repo``: a Programmer works on
+    a repository, whose files are longer than placeholders; it may answer a diff.
     """
     choices = choices or {}
     check = _object(["check"], check=_text(60))
     if name == "ArchitectPlan":
         lane = _object(
             ["task", "expected_artifacts"],
-            task=_text(300),
-            inputs=_list(_path(), 5),
-            expected_artifacts=_list(_path(), 5, least=1),
-            acceptance=_list(check, 4),
-            risks=_list(_text(120), 3),
+            task=_text(200),
+            inputs=_list(_path(), 3),
+            expected_artifacts=_list(_path(), 3, least=1),
+            acceptance=_list(check, 3),
+            risks=_list(_text(80), 2),
         )
         lanes = {
             "type": "object",
@@ -318,15 +350,15 @@ def wire_schema(name: str, choices: dict[str, list[str]] | None = None) -> dict[
         }
         schema = _object(
             ["executive_summary", "lane_allocations"],
-            executive_summary=_text(400),
+            executive_summary=_text(240),
             lane_allocations=lanes,
         )
     elif name == "DirectorPlan":
         task = _object(
             ["manager_id", "task", "files"],
             manager_id=_one_of(choices.get("manager_id")),
-            task=_text(300),
-            files=_list(_text(120), 4),
+            task=_text(200),
+            files=_list(_one_of(choices.get("file"), 120), 4, least=1),
             expected_artifacts=_list(_path(), 4),
             acceptance=_list(check, 4),
         )
@@ -335,14 +367,26 @@ def wire_schema(name: str, choices: dict[str, list[str]] | None = None) -> dict[
         task = _object(
             ["programmer_id", "task", "files"],
             programmer_id=_one_of(choices.get("programmer_id")),
-            task=_text(300),
-            files=_list(_text(120), 3, least=1),
+            task=_text(200),
+            files=_list(_one_of(choices.get("file"), 120), 3, least=1),
             operation={"type": "string", "enum": ["create", "modify", "delete", "refactor"]},
         )
         schema = _object(["programmer_tasks"], programmer_tasks=_list(task, 3, least=1))
+    elif name == "ProgrammerOutput" and repo:
+        file = _object(
+            ["path", "content"], path=_one_of(choices.get("file"), 120), content=_text(REPO_TEXT)
+        )
+        schema = _object(
+            ["files", "diff", "summary"],
+            files=_list(file, 3),
+            diff={"type": "string", "maxLength": REPO_TEXT},
+            summary=_text(120),
+        )
     elif name == "ProgrammerOutput":
-        file = _object(["path", "content"], path=_text(120), content=_text(2000))
-        schema = _object(["files", "summary"], files=_list(file, 3, least=1), summary=_text(200))
+        file = _object(
+            ["path", "content"], path=_one_of(choices.get("file"), 120), content=_text(1200)
+        )
+        schema = _object(["files", "summary"], files=_list(file, 2, least=1), summary=_text(120))
     else:
         raise ValueError(f"no wire schema for {name!r}")
     return {"name": name, "schema": schema}

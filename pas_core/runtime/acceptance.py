@@ -1,7 +1,9 @@
 """Acceptance checks a lane's report evaluates on the files its Programmers wrote.
 
-Nothing here runs generated code: checks that parse (``python_syntax``, ``json_valid``)
-parse; checks that would need code to run are reported ``not_run`` with the reason.
+Nothing here runs code: checks that parse (``python_syntax``, ``json_valid``) parse;
+checks that would need code to run are reported ``not_run`` with the reason, and a
+lane with a check not run is ``unchecked``, never ``completed``. Commands run for
+real only on a repository (``runtime.checks``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from typing import Any
 
 from .files import is_file
 
-NOT_RUN = "PAS does not execute generated code; run this check in CI"
+NOT_RUN = (
+    "PAS runs no command on an artifacts folder: give the run a git repository "
+    "(repo_root) and checks to run it for real"
+)
 ARTIFACT_CHECKS = ("artifacts_exist", "expected_artifacts", "artifacts")
 
 
@@ -63,7 +68,7 @@ def parse_check(lane_dir: Path, present: list[str], name: str) -> dict[str, Any]
     suffix = ".py" if name == "python_syntax" else ".json"
     files = [p for p in present if p.endswith(suffix)]
     if not files:
-        return {"status": "not_run", "reason": f"no {suffix} artifacts"}
+        return {"status": "skipped", "detail": f"no {suffix} artifacts to parse"}
     bad = []
     for rel in files:
         text = (lane_dir / rel).read_text(errors="replace")

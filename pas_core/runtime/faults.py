@@ -23,7 +23,8 @@ def fault_act(kind: str, beat: Callable[[float, str], None], *, attempt_id: int 
 
     ``hang``, ``crash`` and ``spin`` never return; ``error`` raises
     AttemptError("error"); ``slow`` returns after about 3 s of beating; ``bad_output``
-    returns at once (the step garbles its own reply, see ``StepContext.fault``).
+    and ``failing_output`` return at once (the step garbles its own reply, or makes its
+    change fail its checks: see ``StepContext.fault``).
     """
     if kind == Fault.Kind.HANG:
         # No beats from here on: to supervision this is a call that never answers. A
@@ -47,6 +48,6 @@ def fault_act(kind: str, beat: Callable[[float, str], None], *, attempt_id: int 
             beat(0.05 * (i + 1) / steps, "slow (injected fault)")
             inflight.wait(SLOW_STEP_S)
         return
-    if kind == Fault.Kind.BAD_OUTPUT:
+    if kind in (Fault.Kind.BAD_OUTPUT, Fault.Kind.FAILING_OUTPUT):
         return
     raise AttemptError("error", f"unknown fault kind {kind!r}")

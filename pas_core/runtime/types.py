@@ -33,5 +33,5 @@ class StepContext:
     model: str  # The model this attempt runs on (empty for PAS Root).
     beat: Callable[[float, str], None]  # beat(progress 0..1, message), throttled.
     artifacts_dir: Path  # <PAS_ARTIFACTS_DIR>/runs/<run_id>
-    fault: str | None = None  # "bad_output" when injected for this attempt.
+    fault: str | None = None  # "bad_output" or "failing_output" when injected for it.
     children: list[Job] = field(default_factory=list)  # Aggregate phase: ended children.

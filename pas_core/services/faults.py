@@ -10,6 +10,9 @@ with :func:`fault_take` when an attempt starts and acts it out
 - ``error``: the attempt fails with error kind ``error``.
 - ``slow``: about 3 s of slow work, beating all along, then the normal step.
 - ``bad_output``: the step runs, but its LLM reply is garbage, so it fails ``bad_output``.
+- ``failing_output`` (Programmers only): the step runs, but its change gets a failing
+  test (on a repository) or a file that no longer parses (in an artifacts folder), so
+  its checks fail and the job is restarted with the failure as feedback.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 from django.db.models import F, Q
 
 from ..errors import NotFound, ServiceError
-from ..models import Agent, Fault
+from ..models import Agent, Fault, Role
 from ..stores.comms import model_short
 from ..stores.events import event_emit
 
@@ -42,8 +45,15 @@ def fault_inject(agent_id: str, kind: str, count: int = 1, model: str = "", by: 
     model = (model or "").strip()
     if len(model) > 128:
         raise ServiceError("model", "at most 128 characters", status=422)
-    if not Agent.objects.filter(agent_id=agent_id).exists():
+    role = Agent.objects.filter(agent_id=agent_id).values_list("role", flat=True).first()
+    if role is None:
         raise NotFound("agent_id", f"no agent {agent_id!r}")
+    if kind == Fault.Kind.FAILING_OUTPUT and role != Role.PROGRAMMER:
+        raise ServiceError(
+            "kind",
+            f"failing_output applies to Programmers (their checked changes), not a {role}",
+            status=422,
+        )
     fault = Fault.objects.create(
         agent_id=agent_id, kind=kind, remaining=count, model=model, created_by=by[:150]
     )

@@ -15,7 +15,9 @@ from ...models import Job
 from ..acceptance import ARTIFACT_CHECKS, acceptance_evaluate
 from ..files import read_json, write_json
 from ..types import Complete, StepContext
+from ..workspace import workspace_of
 from .common import lane_of
+from .lane_work import label_results, lane_work, work_state
 
 
 def _child_ok(job: Job) -> bool:
@@ -61,25 +63,37 @@ def manager_aggregate(ctx: StepContext) -> Complete:
             "lane": lane_of(ctx),
             "artifacts": artifacts,
             "programmers_used": sorted({c.agent_id for c in ctx.children}),
+            # On a repository: each Programmer's commit and the checks it passed.
+            "work": [_work(c) for c in ok if (c.result or {}).get("commit")],
             "actuals": _actuals(ctx, own),
             "errors": [_child_error(c) for c in ctx.children if not _child_ok(c)],
         }
     )
 
 
+def _work(job: Job) -> dict[str, Any]:
+    result = job.result if isinstance(job.result, dict) else {}
+    keys = ("commit", "checks", "artifacts")
+    return {"job_id": job.pk, "agent_id": job.agent_id, **{k: result.get(k) for k in keys}}
+
+
 def director_aggregate(ctx: StepContext) -> Complete:
     card, lane = ctx.job.card, lane_of(ctx)
     lane_dir = ctx.artifacts_dir / lane
+    ws = workspace_of(ctx.run, ctx.artifacts_dir)
     ok = [c for c in ctx.children if _child_ok(c)]
     artifacts = sorted({a for c in ok for a in (c.result or {}).get("artifacts", [])})
     expected = paths_of(card.get("expected_artifacts"))
     checks = [c["check"] if isinstance(c, dict) else str(c) for c in card.get("acceptance") or []]
     if expected and not any(c.strip() in ARTIFACT_CHECKS for c in checks):
         checks.insert(0, "artifacts_exist")  # Expected artifacts are always checked.
-    acceptance = acceptance_evaluate(lane_dir, checks, expected, artifacts)
-    passed = all(r["status"] != "fail" for r in acceptance.values())
+    work = lane_work(ws, lane, ctx.children, lane_dir) if ws is not None else None
+    named = label_results(checks, work["checks"]) if work is not None else {}
+    others = [c for c in checks if c not in named]
+    files_dir = ws.tree if ws is not None else lane_dir  # Where the lane's files are.
+    acceptance = {**acceptance_evaluate(files_dir, others, expected, artifacts), **named}
     all_ok = bool(ctx.children) and len(ok) == len(ctx.children)
-    state = "completed" if all_ok and passed else "failed"
+    state, why = _lane_state(all_ok, acceptance, work)
     own = read_json(ctx.artifacts_dir / "plans" / f"{ctx.job.pk}.json")
     report = {
         "run_id": str(ctx.run.run_id),
@@ -93,9 +107,35 @@ def director_aggregate(ctx: StepContext) -> Complete:
         "errors": [_child_error(c) for c in ctx.children if not _child_ok(c)],
         "produced_by": own.get("produced_by", ""),
     }
+    if why:
+        report["state_reason"] = why
+    if work is not None:
+        report.update(work)
     write_json(lane_dir / "lane_report.json", report)
     ctx.beat(0.9, f"lane {lane}: {state}")
     return Complete(report)
+
+
+def _lane_state(
+    all_ok: bool, acceptance: dict[str, dict[str, Any]], work: dict[str, Any] | None
+) -> tuple[str, str]:
+    """Return the lane's state and why it is not ``completed``.
+
+    ``failed``: a job of the lane failed, or a check failed. ``unchecked``: its work
+    was not checked for real: on a repository, a check could not run; in an artifacts
+    folder, the plan asked for a check PAS cannot run there.
+    """
+    if not all_ok:
+        return "failed", "a job of the lane failed"
+    failing = [name for name, r in acceptance.items() if r.get("status") == "fail"]
+    if failing:
+        return "failed", "acceptance failed: " + ", ".join(failing)
+    if work is not None:
+        return work_state(work)
+    not_run = [name for name, r in acceptance.items() if r.get("status") == "not_run"]
+    if not_run:
+        return "unchecked", "not run: " + ", ".join(not_run)
+    return "completed", ""
 
 
 def architect_aggregate(ctx: StepContext) -> Complete:
@@ -104,9 +144,11 @@ def architect_aggregate(ctx: StepContext) -> Complete:
     reasons: dict[str, str] = {}
     for child in ctx.children:
         lane = child.lane or str(child.card.get("lane") or child.agent_id)
-        lanes[lane] = "completed" if _child_ok(child) else "failed"
-        if not _child_ok(child):
-            reasons[lane] = _child_error(child)["error"]
+        result = child.result if isinstance(child.result, dict) else {}
+        succeeded = child.status == Job.Status.SUCCEEDED
+        lanes[lane] = str(result.get("state", "completed")) if succeeded else "failed"
+        if lanes[lane] != "completed":
+            reasons[lane] = str(result.get("state_reason") or _child_error(child)["error"])
     for lane, reason in (plan_file.get("skipped_lanes") or {}).items():
         lanes.setdefault(lane, "failed")
         reasons.setdefault(lane, reason)
@@ -134,16 +176,22 @@ def root_aggregate(ctx: StepContext) -> Complete:
         error = architect.error if architect else "no Architect job"
         state, message = "failed", f"Architect failed: {error or 'no report'}"
     elif failed or result.get("state") != "completed":
-        state, message = "failed", "Lanes failed: " + (", ".join(failed) or "none reported")
+        named = [
+            f"{lane} ({lanes[lane]})" if lanes.get(lane, "failed") != "failed" else lane
+            for lane in failed
+        ]
+        state, message = "failed", "Lanes failed: " + (", ".join(named) or "none reported")
     else:
         state, message = "completed", "All lanes completed: " + ", ".join(lanes)
-    return Complete(
-        {
-            "state": state,
-            "lanes": lanes,
-            "failed_lanes": failed,
-            "message": message,
-            "executive_summary": result.get("executive_summary", ""),
-            "actuals": result.get("actuals", {}),
-        }
-    )
+    outcome = {
+        "state": state,
+        "lanes": lanes,
+        "failed_lanes": failed,
+        "message": message,
+        "executive_summary": result.get("executive_summary", ""),
+        "actuals": result.get("actuals", {}),
+    }
+    ws = workspace_of(ctx.run, ctx.artifacts_dir)
+    if ws is not None:  # Where the work is, and how to take it.
+        outcome.update(branch=ws.branch, merge=f"git -C {ws.repo} merge {ws.branch}")
+    return Complete(outcome)

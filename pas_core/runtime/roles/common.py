@@ -13,9 +13,10 @@ from pydantic import BaseModel
 from ...errors import AttemptError
 from ...llm.providers import llm_complete
 from ...llm.reply import LlmReply
-from ...llm.schemas import parse_json, schema_instructions, wire_schema
+from ...llm.schemas import parse_json, paths_of, schema_instructions, wire_schema
 from ...models import Agent
 from ...services.budgets import attempt_spend, run_budget_stop
+from ..files import write_json
 from ..types import StepContext
 
 S = TypeVar("S", bound=BaseModel)
@@ -33,11 +34,13 @@ def subordinates(agent: Agent, role: str) -> QuerySet[Agent]:
 # The most a reply may take, per schema: a bounded reply (see llm.schemas.wire_schema)
 # fits; a model that loops is cut off here instead of streaming until the read timeout.
 MAX_TOKENS = {
-    "ArchitectPlan": 900,
-    "DirectorPlan": 600,
-    "ManagerPlan": 600,
-    "ProgrammerOutput": 1500,
+    "ArchitectPlan": 700,
+    "DirectorPlan": 450,
+    "ManagerPlan": 450,
+    "ProgrammerOutput": 700,
 }
+# Working on a repository, a Programmer writes real files or diffs, not placeholders.
+MAX_TOKENS_REPO = {"ProgrammerOutput": 4000}
 
 
 def ask(
@@ -47,17 +50,21 @@ def ask(
     payload: dict[str, Any],
     *,
     choices: dict[str, list[str]] | None = None,
+    repo: bool = False,
 ) -> tuple[S, LlmReply]:
     """Ask the attempt's model for ``schema``; beats map onto progress 0.1..0.8.
 
     The reply's schema goes along as its response format (``choices`` narrows the ids
-    it may name); what the call spent is added to the run, which stops when it passes
-    a budget; the reply is validated (``bad_output`` when it does not fit).
+    it may name; ``repo``: the work is on a repository); what the call spent is added
+    to the run, which stops when it passes a budget; the reply is validated
+    (``bad_output`` when it does not fit). The messages are kept in the run's
+    ``prompts/<job>.<attempt>.json``: what the model was shown, for a person to read.
     """
+    instructions = schema_instructions(schema, repo=repo)
     messages = [
         {
             "role": "system",
-            "content": f"You are {ctx.agent.agent_id}, {duty}\n\n{schema_instructions(schema)}",
+            "content": f"You are {ctx.agent.agent_id}, {duty}\n\n{instructions}",
         },
         {
             "role": "user",
@@ -70,6 +77,7 @@ def ask(
     def beat(progress: float, message: str) -> None:
         ctx.beat(0.1 + 0.7 * progress, message)
 
+    write_json(ctx.artifacts_dir / "prompts" / f"{ctx.job.pk}.{ctx.attempt.number}.json", messages)
     ctx.beat(0.1, f"asking {ctx.model or 'the model'} for a {schema.__name__}")
     if not connection.in_atomic_block:
         # The call takes seconds to minutes: hold no idle database connection meanwhile
@@ -80,8 +88,8 @@ def ask(
         ctx.model,
         messages,
         beat=beat,
-        schema=wire_schema(name, choices),
-        max_tokens=MAX_TOKENS.get(name),
+        schema=wire_schema(name, choices, repo=repo),
+        max_tokens=(MAX_TOKENS_REPO if repo else MAX_TOKENS).get(name) or MAX_TOKENS.get(name),
     )
     tokens = reply.tokens_in + reply.tokens_out
     if tokens or reply.cost_usd:
@@ -91,6 +99,20 @@ def ask(
             raise AttemptError("budget_exceeded", f"Budget exceeded: {breach}")
     text = GARBAGE if ctx.fault == "bad_output" else reply.text
     return parse_json(text, schema), reply
+
+
+def card_paths(card: dict[str, Any]) -> list[str]:
+    """Return the paths a card names (files, expected artifacts, inputs), in order.
+
+    They become the only paths the role's model may write (``wire_schema``'s ``file``):
+    a lane's Programmers write the files its plan expects, not ones they invent.
+    """
+    paths: list[str] = []
+    for key in ("files", "expected_artifacts", "inputs"):
+        for path in paths_of(card.get(key)):
+            if path not in paths:
+                paths.append(path)
+    return paths[:20]
 
 
 def usage(reply: LlmReply) -> dict[str, Any]:
