@@ -11,6 +11,7 @@ TRON sweep, so a change takes effect at the next sweep with no restart.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from dataclasses import asdict, dataclass
@@ -23,8 +24,11 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from .errors import SettingsError
 from .models import HhmrsSettings
+from .stores import effects
 
 __all__ = ["Hhmrs", "SettingsError", "document_get", "document_save", "hhmrs_get", "hhmrs_update"]
+
+log = logging.getLogger(__name__)
 
 SWEEP_TASK_NAME = "tron-sweep"
 SWEEP_TASK = "pas_core.tasks.tron_sweep"
@@ -264,7 +268,7 @@ def document_save(doc: dict[str, Any], *, export: bool = True) -> dict[str, Any]
             row.save(update_fields=[*changed, "updated_at"])
         sweep_schedule(full["hhmrs"]["sweep_interval_s"])
     if export:
-        transaction.on_commit(settings_export, robust=True)
+        transaction.on_commit(_export_or_warn, robust=True)
     return full
 
 
@@ -274,6 +278,15 @@ def hhmrs_update(values: Any) -> Hhmrs:
         raise SettingsError({"hhmrs": "must be a JSON object"})
     hhmrs_validate(values, base=hhmrs_get())  # Errors name the bare keys the caller sent.
     return Hhmrs(**document_save({"hhmrs": values})["hhmrs"])
+
+
+def _export_or_warn() -> None:
+    """Export after a save; a failure (a full disk) is told, the save stands."""
+    try:
+        settings_export()
+    except OSError as exc:
+        log.warning("settings saved, but %s could not be written: %s", settings_path(), exc)
+        effects.failed("settings file", f"{exc.strerror or exc}: {settings_path()} not written")
 
 
 def settings_path() -> Path:

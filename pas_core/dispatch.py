@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from django.db import transaction
 
 from .celery import app
+from .stores import effects
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +37,22 @@ def after_commit(fn: Callable[[], object]) -> None:
     transaction.on_commit(fn, robust=True)
 
 
+# A send waits at most this long for the broker (a frozen Redis must not hold a web
+# request for 30 s); one that has not gone out by then is left to TRON's reconcile.
+SEND_WAIT_S = 3.0
+_senders = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pas-send")
+
+
 def attempts_send(attempts: Sequence[tuple[int, str, float]]) -> int:
     """Send ``(attempt id, task id, delay s)`` to the agents queue over one connection.
 
     A delayed one is held by the worker until its time (Celery's countdown). Return
-    how many went out. A failure is logged, not raised (see the module note).
+    how many went out. A failure is logged, not raised (see the module note), and a
+    broker that does not answer within SEND_WAIT_S is given up on.
     """
-    sent = 0
-    try:
+    sent: list[int] = []
+
+    def send() -> None:
         with app.producer_or_acquire() as producer:
             for attempt_id, task_id, delay in attempts:
                 app.send_task(
@@ -53,10 +63,15 @@ def attempts_send(attempts: Sequence[tuple[int, str, float]]) -> int:
                     producer=producer,
                     countdown=delay if delay > 0 else None,
                 )
-                sent += 1
-    except Exception:  # noqa: BLE001 - TRON's reconcile re-sends queued attempts
-        log.exception("could not send %s of %s attempt(s)", len(attempts) - sent, len(attempts))
-    return sent
+                sent.append(attempt_id)
+
+    try:
+        _senders.submit(send).result(timeout=SEND_WAIT_S)
+    except Exception as exc:  # noqa: BLE001 - TRON's reconcile re-sends queued attempts
+        left = len(attempts) - len(sent)
+        log.warning("could not send %s of %s attempt(s): %r", left, len(attempts), exc)
+        effects.failed("send", f"{left} attempt(s) not sent yet ({exc.__class__.__name__})")
+    return len(sent)
 
 
 def attempts_send_on_commit(attempts: Sequence[tuple[int, str, float]]) -> None:

@@ -20,6 +20,8 @@ ERROR_KINDS = (
     "rate_limit",
     "budget_exceeded",
     "runaway",  # A busy loop that never yielded: its worker process had to be replaced.
+    "acceptance_failed",  # A check of the work (its tests, its lint) found a regression.
+    "storage",  # The machine's disk (full, read-only): not the agent's doing.
 )
 
 

@@ -31,6 +31,7 @@ from .auth import bearer, token_check, token_hash
 from .errors import ServiceError
 from .models import Agent
 from .stores.heartbeats import HTTP_BEAT_ANSWERS, HTTP_BEAT_LUA, http_beat_args
+from .stores.metrics import beat_counted
 
 PATH = re.compile(r"^/api/agents/([^/]+)/heartbeat/?$")
 MAX_BODY = 16 * 1024
@@ -291,6 +292,7 @@ def heartbeat_front(app: Any) -> Any:
             status, answer = HTTP_BEAT_ANSWERS[await beats.beat(args)]
         except (OSError, TimeoutError, _ReplyError, aioredis.RedisError):
             status, answer = UNAVAILABLE  # Answered, not a 500: the agent beats again.
+        beat_counted(status)  # /metrics: in memory; a thread adds it to Redis each second.
         await _send(send, status, answer)
 
     return front

@@ -4,26 +4,27 @@ Redis lock so that two beats never both act."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db.models import Q
 
-from . import policy
+from . import dispatch, policy
 from .config import Hhmrs, hhmrs_get
 from .models import Attempt, Job
 from .services.attempts import attempts_resend
 from .services.budgets import run_budget_stop, runs_over_wall_time
 from .services.supervision import attempts_failure_handle, attempts_time_out
-from .stores import heartbeats, slots, workers
-from .stores.redis import redis_client, rkey
+from .stores import heartbeats, metrics, slots, workers
+from .stores.redis import broker_client, redis_client, rkey
 
 log = logging.getLogger(__name__)
 
-LOCK_TTL_S = 30
 RECONCILE_EVERY_S = 10
 # Overdue attempts handled per transaction: short enough that SQLite's other writers
 # barely wait, long enough that 1,000 at once take about a second.
@@ -36,6 +37,18 @@ ORPHAN_AFTER_S = 10.0
 # How long the attempts of a worker process that stopped ticking wait for its
 # supervisor to say who is to blame (it acts within PAS_WORKER_STALL_S, 5 s).
 WORKER_GRACE_S = 20.0
+# A queued attempt that no queue, worker or slot accounts for this long lost its message.
+LOST_AFTER_S = 10.0
+
+
+def lock_ttl_s(cfg: Hhmrs) -> float:
+    """How long TRON's lock lives unless the sweep holding it extends it.
+
+    Two sweep intervals: a sweeper killed mid-sweep (an OOM kill, a deploy) holds
+    detection back by at most that much; a sweep that works longer extends it as it
+    goes (every chunk, and after reconcile).
+    """
+    return max(1.0, 2 * cfg.sweep_interval_s)
 
 
 def sweep(now: float | None = None) -> int:
@@ -44,11 +57,15 @@ def sweep(now: float | None = None) -> int:
     Costs one settings read, one lock round trip and one range query when nothing is
     overdue, whatever the number of supervised attempts.
     """
-    lock = redis_client().lock(rkey("tron", "lock"), timeout=LOCK_TTL_S, blocking=False)
+    cfg = hhmrs_get()
+    ttl = lock_ttl_s(cfg)
+    lock = redis_client().lock(rkey("tron", "lock"), timeout=ttl, blocking=False)
     if not lock.acquire(blocking=False):
-        return 0  # Another sweep is running; it will see the same attempts.
+        _skipped(ttl)  # Another sweep is running; it will see the same attempts.
+        return 0
+    redis_client().delete(rkey("tron", "skipped"))
     try:
-        return _sweep(time.time() if now is None else now)
+        return _sweep(time.time() if now is None else now, cfg, lambda: _extend(lock, ttl))
     finally:
         try:
             lock.release()
@@ -56,8 +73,27 @@ def sweep(now: float | None = None) -> int:
             log.warning("TRON lock expired during a sweep")
 
 
-def _sweep(now: float) -> int:
-    cfg = hhmrs_get()
+def _extend(lock: Any, ttl: float) -> None:
+    """Keep the lock while this sweep works (a lost lock only logs: the work is idempotent)."""
+    try:
+        lock.extend(ttl, replace_ttl=True)
+    except Exception:  # noqa: BLE001 - another sweep may act on the same attempts: one wins
+        log.warning("TRON: could not extend the sweep lock", exc_info=True)
+
+
+def _skipped(ttl: float) -> None:
+    """Count the sweeps in a row that found the lock held; say so when it goes on."""
+    key = rkey("tron", "skipped")
+    skipped = int(redis_client().incr(key))
+    redis_client().expire(key, int(max(60, 10 * ttl)))
+    if skipped % 10 == 0:
+        log.warning(
+            "TRON: %s sweeps in a row found the lock held (a slow sweep, or two beats)", skipped
+        )
+
+
+def _sweep(now: float, cfg: Hhmrs, keep_lock: Callable[[], None]) -> int:
+    began = time.monotonic()  # /metrics: the sweep's duration and what it found.
     client = redis_client()
     # No epoch key: this Redis is new, or came back empty (a restart without
     # persistence): every message sent before is gone. Reconcile now, in a hurry.
@@ -66,13 +102,17 @@ def _sweep(now: float) -> int:
         reconcile(now, cfg, emptied=emptied)
         if emptied:
             client.set(rkey("tron", "epoch"), now)
+        keep_lock()
     overdue = [
         (attempt_id, last_beat)
         for attempt_id, last_beat in heartbeats.hb_overdue(policy.overdue_cutoff(now, cfg))
         if policy.is_overdue(now, last_beat, cfg)
     ]
-    handled = time_out_in_chunks(_agents_to_blame(overdue, now=now, cfg=cfg), now=now, cfg=cfg)
+    handled = time_out_in_chunks(
+        _agents_to_blame(overdue, now=now, cfg=cfg), now=now, cfg=cfg, keep_lock=keep_lock
+    )
     _wall_budgets()
+    metrics.sweep_observe(time.monotonic() - began, overdue=len(overdue))
     return handled
 
 
@@ -118,7 +158,13 @@ def _agents_to_blame(
     return keep
 
 
-def time_out_in_chunks(overdue: list[tuple[int, float]], *, now: float, cfg: Hhmrs) -> int:
+def time_out_in_chunks(
+    overdue: list[tuple[int, float]],
+    *,
+    now: float,
+    cfg: Hhmrs,
+    keep_lock: Callable[[], None] = lambda: None,
+) -> int:
     """Time out ``overdue`` in chunks of CHUNK, one transaction each; return how many.
 
     A chunk that fails as a whole (a bad row, a deadlock) is rolled back and handled
@@ -127,6 +173,7 @@ def time_out_in_chunks(overdue: list[tuple[int, float]], *, now: float, cfg: Hhm
     handled = 0
     for start in range(0, len(overdue), CHUNK):
         chunk = overdue[start : start + CHUNK]
+        keep_lock()
         try:
             handled += attempts_time_out(chunk, now=now, cfg=cfg)
         except Exception:  # noqa: BLE001 - retried one by one below
@@ -186,24 +233,54 @@ def _running_register(now: float) -> int:
 
 
 def _queued_resend(now: float, cfg: Hhmrs, *, emptied: bool) -> int:
-    timeout = cfg.timeout_threshold_s
-    wait_s = EMPTIED_GRACE_S if emptied else max(30.0, 3 * timeout)
+    """Send again the queued attempts whose message is gone; leave a backlog alone.
+
+    A queued attempt is accounted for when its message waits in the broker's queue,
+    when a live worker holds it (received, waiting for a slot or its backoff), or when
+    it waits for a provider slot. Anything else older than ``LOST_AFTER_S`` lost its
+    message (a worker died holding it, Redis came back empty): sent again at once. A
+    duplicate does nothing (an attempt starts once).
+    """
+    wait_s = EMPTIED_GRACE_S if emptied else LOST_AFTER_S
     stale = datetime.fromtimestamp(now, tz=UTC) - timedelta(seconds=wait_s)
     old = Attempt.objects.filter(status=Attempt.Status.QUEUED, created_at__lt=stale).filter(
         Q(not_before__isnull=True) | Q(not_before__lt=stale)  # Not one backing off.
     )
-    candidates = list(old)
-    waiting = slots.waiting_for_slots([a.pk for a in candidates])  # Held by a worker.
+    candidates = list(old[:1000])
+    if not candidates:
+        return 0
+    accounted = slots.waiting_for_slots([a.pk for a in candidates])
+    accounted |= workers.held_by_live(now)
+    if not emptied:
+        accounted |= queued_in_broker({a.celery_task_id: a.pk for a in candidates})
     lost = [
         attempt
         for attempt in candidates
-        if attempt.pk not in waiting
-        # Once per attempt per while: a backlog is not re-sent on every sweep.
-        and redis_client().set(
-            rkey("tron", "resent", attempt.pk), 1, nx=True, ex=int(max(30, 3 * timeout))
-        )
+        if attempt.pk not in accounted
+        # Once per attempt per while: never a storm of duplicates.
+        and redis_client().set(rkey("tron", "resent", attempt.pk), 1, nx=True, ex=30)
     ]
+    if lost:
+        log.warning("TRON: %s queued attempt(s) lost their message; sent again", len(lost))
     return attempts_resend(lost) if lost else 0
+
+
+def queued_in_broker(task_ids: dict[str, int]) -> set[int]:
+    """Return the attempts (of ``task_ids``: task id -> attempt) whose message waits in
+    the agents queue of the broker (a backlog, not a loss)."""
+    found: set[int] = set()
+    client = broker_client()
+    for key in client.scan_iter(match=f"{dispatch.AGENTS}*", count=100):
+        if client.type(key) != b"list":
+            continue
+        for raw in client.lrange(key, 0, -1):
+            try:
+                task_id = json.loads(raw).get("headers", {}).get("id")
+            except (ValueError, AttributeError):
+                continue
+            if task_id in task_ids:
+                found.add(task_ids[task_id])
+    return found
 
 
 def _orphans_handle(before: Any) -> int:

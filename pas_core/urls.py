@@ -8,6 +8,7 @@ from .health import health
 
 urlpatterns = [
     path("health", health, name="health"),
+    path("metrics", include("pas_core.metrics")),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("events/stream", event_stream, name="event-stream"),

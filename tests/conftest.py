@@ -196,6 +196,20 @@ def user_client(client: Any, operator_user: Any) -> Any:
 
 
 @pytest.fixture
+def viewer(client: Any, tree: dict[str, Any], plain_user: Any) -> Any:
+    """Return a test client logged in as a viewer (reads the HMI, may not act), tree loaded."""
+    client.force_login(plain_user)
+    return client
+
+
+@pytest.fixture
+def operator(client: Any, tree: dict[str, Any], operator_user: Any) -> Any:
+    """Return a test client logged in as an operator, tree loaded."""
+    client.force_login(operator_user)
+    return client
+
+
+@pytest.fixture
 def api_token(db: None) -> str:
     """Return the plain text of a fresh full-API bearer token."""
     from pas_core.auth import token_create

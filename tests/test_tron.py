@@ -8,6 +8,7 @@ last beat; the sweep is called with a chosen ``now``. A restart sends a Celery m
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from django.conf import settings
 from django.db import connection
 
 from pas_core import tron
+from pas_core.config import hhmrs_get
 from pas_core.models import Attempt, Event, Job, Notification, Run
 from pas_core.services import jobs, supervision
 from pas_core.stores import heartbeats
@@ -293,7 +295,7 @@ def test_two_sweeps_at_once_handle_each_timeout_exactly_once(tree: Any, redis: A
     fresh = running_attempt("Dir-Docs", last_beat=FRESH)
 
     # The sweep's body without its lock: only the conditional updates keep them apart.
-    handled = _in_threads(2, lambda: tron._sweep(NOW))
+    handled = _in_threads(2, lambda: tron._sweep(NOW, hhmrs_get(), lambda: None))
 
     assert sum(handled) == 5  # Every overdue attempt handled by one sweep or the other.
     timeouts = events("hhmrs_timeout")
@@ -422,3 +424,22 @@ def test_a_timeout_in_a_list_of_one_writes_what_a_list_of_many_writes(
         # Each one's lines reached the day's file.
         assert "|TRON|Architect|STATUS|Child timeout: Dir-Code (restart_count=0)|" in lines
         assert f"re-sending {attempt.job_id} (restart 1/3, reason timeout)" in lines
+
+
+@pytest.mark.django_db
+def test_a_sweeper_killed_holding_the_lock_delays_detection_by_two_intervals_at_most(
+    tree: Any, redis: Any
+) -> None:
+    from pas_core import config
+
+    config.hhmrs_update({"sweep_interval_s": 0.5})
+    hung = running_attempt("Dir-Code", last_beat=OVERDUE)
+    # A sweep that died mid-sweep (OOM kill): its lock is left behind with its TTL.
+    held = redis.lock(rkey("tron", "lock"), timeout=tron.lock_ttl_s(hhmrs_get()))
+    assert held.acquire(blocking=False)
+    assert tron.sweep(now=NOW) == 0  # Held: this sweep stands aside...
+    time.sleep(tron.lock_ttl_s(hhmrs_get()) + 0.1)
+
+    assert tron.sweep(now=NOW) == 1  # ...and the lock is gone two intervals later.
+    assert status_of(hung) == "timed_out"
+    assert tron.lock_ttl_s(hhmrs_get()) == 1.0

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings as django_settings  # `settings` is our submodule
 from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
 from django.http import HttpRequest
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, ValidationError
@@ -11,6 +14,8 @@ from ninja.errors import AuthenticationError, ValidationError
 from ..errors import ServiceError
 from . import agents, events, faults, hhmrs, runs, settings
 from .access import SessionAuth, TokenAuth, docs_login_required
+
+log = logging.getLogger(__name__)
 
 api = NinjaAPI(
     title="PAS control plane",
@@ -38,6 +43,27 @@ def validation_error(request: HttpRequest, exc: ValidationError):  # type: ignor
 def service_error(request: HttpRequest, exc: ServiceError):  # type: ignore[no-untyped-def]
     """A service's refusal: its status, and each field with its reason."""
     return api.create_response(request, exc.as_dict(), status=exc.status)
+
+
+@api.exception_handler(DatabaseError)
+def database_away(request: HttpRequest, exc: DatabaseError):  # type: ignore[no-untyped-def]
+    """503 in the API's shape: nothing of the request was stored (it rolled back)."""
+    log.warning("API %s %s: the database is away: %s", request.method, request.path, exc)
+    detail = "database: unavailable, nothing was stored; try again"
+    return api.create_response(
+        request,
+        {"detail": detail, "errors": [{"field": "database", "message": "unavailable"}]},
+        status=503,
+    )
+
+
+@api.exception_handler(Exception)
+def internal_error(request: HttpRequest, exc: Exception):  # type: ignore[no-untyped-def]
+    """A bug answers JSON too (never Django's HTML page); its traceback goes to the log."""
+    log.exception("API %s %s failed", request.method, request.path)
+    return api.create_response(
+        request, {"detail": f"internal error ({exc.__class__.__name__}); see the log"}, status=500
+    )
 
 
 @api.exception_handler(RequestDataTooBig)

@@ -14,6 +14,7 @@ from ..models import Agent
 from ..services import seed
 from ..services.submit import job_submit
 from ..stores.heartbeats import hb_http_beat
+from ..stores.metrics import beat_counted
 from .access import SessionAuth
 
 router = Router(tags=["hhmrs"])
@@ -93,7 +94,9 @@ def agent_heartbeat(request: HttpRequest, agent_id: str, payload: HeartbeatIn) -
     if not Agent.objects.filter(pk=agent_id).exists():
         return 404, {"detail": f"agent_id: no agent {agent_id!r}"}
     body = {k: v for k, v in payload.dict().items() if v is not None}
-    return hb_http_beat(agent_id, body)
+    status, answer = hb_http_beat(agent_id, body)
+    beat_counted(status)  # /metrics, as the lean route counts.
+    return status, answer
 
 
 @router.post(

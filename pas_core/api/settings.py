@@ -9,6 +9,7 @@ from ninja import Router, Schema
 from pydantic import ConfigDict
 
 from ..config import hhmrs_get, hhmrs_update
+from ..stores import effects
 
 router = Router(tags=["settings"])
 
@@ -40,4 +41,7 @@ def hhmrs_read(request: HttpRequest) -> dict[str, Any]:
 def hhmrs_write(request: HttpRequest, payload: HhmrsIn) -> Any:
     values = {k: v for k, v in payload.dict(exclude_unset=True).items() if v is not None}
     # A refusal (SettingsError) is answered 400 naming every field by the API's handler.
-    return hhmrs_update(values).as_dict()
+    with effects.collect() as failed:
+        saved = hhmrs_update(values).as_dict()
+    # Saved either way; a file that could not be written (a full disk) is said.
+    return {**saved, "warnings": failed} if failed else saved

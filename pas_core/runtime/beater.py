@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from django.db import DatabaseError
+
 from ..services.attempts import attempt_beat_record, attempt_running_job
-from ..stores import heartbeats
+from ..stores import heartbeats, metrics
 
 
 class Beater:
@@ -57,10 +59,17 @@ class Beater:
         except Exception:  # noqa: BLE001 - Redis away: the work goes on; TRON reconciles
             return
         self.beats_sent += 1
+        metrics.beats.add()  # /metrics: in memory; a thread adds it to Redis each second.
         if self.renew is not None:
             self.renew()
         if not supervised:
-            self._rejoin()
+            try:
+                self._rejoin()
+            except DatabaseError:
+                pass  # The database is away too: the next beat tries again.
         if now - self.last_db >= self.db_every_s:
             self.last_db = now
-            attempt_beat_record(self.attempt_id, progress=progress, message=message)
+            try:
+                attempt_beat_record(self.attempt_id, progress=progress, message=message)
+            except DatabaseError:
+                pass  # A display copy: the beat in Redis is what supervision reads.

@@ -16,12 +16,15 @@ while they are all busy.
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 
 from .. import inflight
 from ..config import Hhmrs, hhmrs_get
@@ -42,6 +45,12 @@ log = logging.getLogger(__name__)
 
 SLOT_POLL_S = (0.2, 0.5)  # A waiting attempt asks again after a random pause in this range.
 RECHECK_EVERY = 20  # ... and checks it is still wanted every this many asks.
+# Faults the step itself acts out (it garbles its reply, or makes its change fail).
+STEP_FAULTS = ("bad_output", "failing_output")
+# A step's write that fails for one of these failed for the machine's disk.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
+
+T = TypeVar("T")
 
 
 def attempt_execute(attempt_id: int, *, redelivered: bool = False) -> str:
@@ -62,13 +71,22 @@ def attempt_execute(attempt_id: int, *, redelivered: bool = False) -> str:
         return "stale"  # Fencing: a newer attempt took over; this message is old.
     wid = workers.worker_id()
     with inflight.holding(attempt.pk) as handle:
-        workers.held_add(wid, attempt.pk, handle.native_id)
+        # The registry is for finding work a dead process held; Redis not answering
+        # must not stop the work itself (heartbeats and TRON cover a running attempt).
+        _registry(lambda: workers.held_add(wid, attempt.pk, handle.native_id))
         try:
             return _attempt_run(attempt, redelivered=redelivered, worker=wid)
         except inflight.AttemptKilled:
             return "killed"  # Supervision ended it; its row says how.
         finally:
-            workers.held_remove(wid, attempt.pk)
+            _registry(lambda: workers.held_remove(wid, attempt.pk))
+
+
+def _registry(call: Callable[[], None]) -> None:
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - Redis away: the attempt goes on unregistered
+        log.warning("worker registry not updated (Redis: %s)", exc)
 
 
 def model_provider(attempt: Attempt) -> str:
@@ -127,23 +145,76 @@ def _step_run(attempt: Attempt, cfg: Hhmrs, *, provider: str, lease_s: float) ->
         if provider
         else None,
     )
+    failure: AttemptError | None = None
     try:
-        outcome = _run_step(attempt, beat)
+        outcome = until_db(lambda: _run_step(attempt, beat), beat)
     except AttemptError as exc:
-        attempt_fail(attempt, kind=exc.kind, message=exc.message, retry_after_s=exc.retry_after_s)
-        return f"failed:{exc.kind}"
+        failure = exc
     except Exception as exc:  # noqa: BLE001 - any bug in a step is a crash of the attempt
-        log.exception("attempt %s crashed", attempt.pk)
-        attempt_fail(attempt, kind="crash", message=f"{exc.__class__.__name__}: {exc}")
-        return "failed:crash"
-    children = outcome.children if isinstance(outcome, Delegate) else None
-    result = outcome.result if isinstance(outcome, Complete) else None
-    try:
-        won = attempt_finish(attempt, children=children, result=result)
-        return "done" if won else "discarded"
-    except AttemptError as exc:  # The outcome could not be recorded (e.g. a bad card).
-        attempt_fail(attempt, kind=exc.kind, message=exc.message)
-        return f"failed:{exc.kind}"
+        failure = _unexpected(attempt, exc)
+    if failure is None:
+        children = outcome.children if isinstance(outcome, Delegate) else None
+        result = outcome.result if isinstance(outcome, Complete) else None
+        try:
+            # A finished step's outcome waits here, in memory, while the database is away.
+            won = until_db(lambda: attempt_finish(attempt, children=children, result=result), beat)
+            return "done" if won else "discarded"
+        except AttemptError as exc:  # The outcome could not be recorded (e.g. a bad card).
+            failure = exc
+    failed = failure
+    until_db(lambda: _fail(attempt, failed), beat)
+    return f"failed:{failed.kind}"
+
+
+def _unexpected(attempt: Attempt, exc: Exception) -> AttemptError:
+    """Say what an unexpected exception of a step was: the machine's disk, or a crash."""
+    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+        # Not the agent: failed without climbing the ladder, resumable once space is freed.
+        where = exc.filename or "the artifacts folder"
+        return AttemptError("storage", f"the disk is full or read-only: {exc.strerror} ({where})")
+    log.exception("attempt %s crashed", attempt.pk)
+    return AttemptError("crash", f"{exc.__class__.__name__}: {exc}")
+
+
+def _fail(attempt: Attempt, failure: AttemptError) -> bool:
+    return attempt_fail(
+        attempt, kind=failure.kind, message=failure.message, retry_after_s=failure.retry_after_s
+    )
+
+
+def db_backoff(tries: int) -> float:
+    """Return how long to wait before trying the database again (0.5 s doubling to 15 s)."""
+    return float(min(15.0, 0.5 * 2 ** min(tries, 5)))
+
+
+DB_WAIT_MAX_S = 2.0  # While the database is away, it is asked again at least this often.
+
+
+def until_db(fn: Callable[[], T], beat: Beater) -> T:
+    """Run ``fn``; while the database is away, wait and run it again.
+
+    A database outage is not the agent's failure: the attempt keeps beating (so TRON
+    does not take it for a hang, however short its timeout) and keeps what it has done
+    (a finished step's outcome) until it can be written. The database is asked again
+    every 0.25 s doubling to ``DB_WAIT_MAX_S``, so work moves on soon after it is back.
+    A kill ends the wait (AttemptKilled).
+    """
+    tries = 0
+    while True:
+        try:
+            return fn()
+        except DatabaseError as exc:
+            if tries == 0:
+                log.warning("an attempt waits for the database: %s", exc)
+            connection.close()  # A broken connection must not be handed out again.
+            pause = min(DB_WAIT_MAX_S, 0.25 * 2**tries)
+            slice_s = max(0.05, min(pause, beat.interval_s / 2))
+            waited = 0.0
+            while waited < pause:
+                beat(0.9, "waiting for the database")
+                inflight.wait(min(slice_s, pause - waited))
+                waited += slice_s
+            tries += 1
 
 
 def _run_step(attempt: Attempt, beat: Beater) -> Delegate | Complete:
@@ -160,7 +231,7 @@ def _run_step(attempt: Attempt, beat: Beater) -> Delegate | Complete:
                 "message": f"{attempt.agent_id}: injected {fault} (attempt {attempt.number})",
             },
         )
-        if fault != "bad_output":
+        if fault not in STEP_FAULTS:
             fault_act(fault, beat, attempt_id=attempt.pk)
     ctx = StepContext(
         run=job.run,
@@ -170,7 +241,7 @@ def _run_step(attempt: Attempt, beat: Beater) -> Delegate | Complete:
         model=attempt.model,
         beat=beat,
         artifacts_dir=Path(settings.PAS_ARTIFACTS_DIR) / "runs" / str(job.run_id),
-        fault=fault if fault == "bad_output" else None,
+        fault=fault if fault in STEP_FAULTS else None,
     )
     beat(0.05, "step started")
     if attempt.phase == Attempt.Phase.AGGREGATE:

@@ -21,6 +21,9 @@ def agents_status_set(agent_ids: Iterable[str], status: str, *, unless_busy: boo
     ids = list(dict.fromkeys(agent_ids))
     if not ids:
         return
+    if len(ids) == 1 and not (unless_busy and status == Agent.Status.IDLE):
+        _one_status_set(ids[0], status)  # Every step does this: one statement, not two.
+        return
     targets = dict.fromkeys(ids, status)
     if unless_busy and status == Agent.Status.IDLE:
         busy = Attempt.objects.filter(agent_id__in=ids, status=Attempt.Status.RUNNING)
@@ -39,6 +42,12 @@ def agents_status_set(agent_ids: Iterable[str], status: str, *, unless_busy: boo
     events_emit(
         [("agent_status", {"agent_id": a, "status": targets[a]}) for a in ids if a in changed]
     )
+
+
+def _one_status_set(agent_id: str, status: str) -> None:
+    rows = Agent.objects.filter(agent_id=agent_id, enabled=True).exclude(status=status)
+    if rows.update(status=status, updated_at=timezone.now()):
+        event_emit("agent_status", {"agent_id": agent_id, "status": status})
 
 
 def agent_status_set(agent_id: str, status: str, *, unless_busy: bool = False) -> None:

@@ -115,17 +115,23 @@ def attempt_start(attempt: Attempt, *, worker: str = "") -> bool:
     run by the worker process ``worker`` (``stores.workers``).
     """
     now = timezone.now()
-    if not attempt_move(
-        attempt.pk, to=Attempt.Status.RUNNING, started_at=now, last_heartbeat_at=now
-    ):
-        return False
     job = attempt.job
-    heartbeats.hb_register(attempt.pk, agent_id=attempt.agent_id, job_id=job.pk, worker=worker)
+    # One transaction: a database that fails half-way leaves the attempt queued, and
+    # its message (sent again by the task) starts it later; never running with no one
+    # running it.
     with transaction.atomic():
+        if not attempt_move(
+            attempt.pk, to=Attempt.Status.RUNNING, started_at=now, last_heartbeat_at=now
+        ):
+            return False
         jobs_move([job.pk], to=Job.Status.RUNNING, where={"current_attempt": attempt.pk})
-        run_move(
-            job.run_id, to=Run.Status.RUNNING, where={"status": Run.Status.QUEUED}, started_at=now
-        )
+        if job.run.status == Run.Status.QUEUED:  # Only a run's first attempt starts it.
+            run_move(
+                job.run_id,
+                to=Run.Status.RUNNING,
+                where={"status": Run.Status.QUEUED},
+                started_at=now,
+            )
         agent_status_set(attempt.agent_id, Agent.Status.WORKING)
         event_emit(
             "job_started",
@@ -138,6 +144,13 @@ def attempt_start(attempt: Attempt, *, worker: str = "") -> bool:
                 "llm_model": attempt.model,
                 "status": "running",
             },
+        )
+        # Supervised from the commit on (a beat that comes first is not lost: the
+        # register is the first beat).
+        dispatch.after_commit(
+            lambda: heartbeats.hb_register(
+                attempt.pk, agent_id=attempt.agent_id, job_id=job.pk, worker=worker
+            )
         )
     return True
 
@@ -173,7 +186,7 @@ def attempt_fail(
             },
         )
         dispatch.failure_handle_send(attempt.pk)
-    heartbeats.hb_unregister(attempt.pk)
+    heartbeats.hb_unregister_after_end(attempt.pk)
     return True
 
 

@@ -105,7 +105,7 @@ def attempt_finish(
                 job_delegate(job, attempt, children)
             else:
                 job_succeed(job, attempt, result or {})
-    heartbeats.hb_unregister(attempt.pk)
+    heartbeats.hb_unregister_after_end(attempt.pk)
     # Timed out or killed meanwhile, or fenced off: the outcome is discarded.
     return current and won
 
@@ -114,17 +114,26 @@ def job_delegate(job: Job, attempt: Attempt, children: list[ChildCard]) -> None:
     """Make the job wait for new child jobs, and send each child its first attempt."""
     job_move(job.pk, to=Job.Status.WAITING)
     agents = Agent.objects.in_bulk([agent_id for agent_id, _, _ in children])
-    created: list[Job] = []
+    ids = [child_job_id(job, a, lane, i) for i, (a, _, lane) in enumerate(children)]
+    # Already created by an earlier winner of this step (a retry): left as they are.
+    existing = set(Job.objects.filter(pk__in=ids).values_list("pk", flat=True))
+    fresh: list[Job] = []
     lines = []
-    for index, (agent_id, card, lane) in enumerate(children):
+    for child_id, (agent_id, card, lane) in zip(ids, children, strict=True):
         agent = agents.get(agent_id)
         if agent is None:
             raise AttemptError("bad_output", f"delegated to unknown agent {agent_id!r}")
-        child_id = child_job_id(job, agent_id, lane, index)
-        if Job.objects.filter(pk=child_id).exists():
-            continue  # Already created by an earlier winner of this step (a retry).
-        created.append(
-            job_create(run=job.run, agent=agent, card=card, job_id=child_id, parent=job, lane=lane)
+        if child_id in existing:
+            continue
+        fresh.append(
+            Job(
+                job_id=child_id,
+                run=job.run,
+                agent=agent,
+                card={**card, "id": child_id, "run_id": str(job.run_id)},
+                parent=job,
+                lane=lane or agent.lane,
+            )
         )
         lines.append(
             {
@@ -138,6 +147,7 @@ def job_delegate(job: Job, attempt: Attempt, children: list[ChildCard]) -> None:
                 "metadata": {"job_id": child_id},
             }
         )
+    created = Job.objects.bulk_create(fresh)  # One statement for every child.
     comms_log_many(lines)
     agents_status_set([job.agent_id], Agent.Status.IDLE, unless_busy=True)
     attempts_create([(child, Attempt.Phase.STEP, None) for child in created])

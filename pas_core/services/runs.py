@@ -52,4 +52,4 @@ def run_finish(run_id: Any, root: Job) -> None:
 
 def run_reopen(run_id: Any) -> bool:
     """Reopen a run whose failed job is sent again: it runs until its top job ends anew."""
-    return run_move(run_id, to=Run.Status.RUNNING, finished_at=None, message="")
+    return run_move(run_id, to=Run.Status.RUNNING, finished_at=None, message="", stop_reason="")

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from .. import dispatch, policy
 from ..config import Hhmrs, hhmrs_get
-from ..models import Agent, Attempt, Job
+from ..models import Agent, Attempt, Job, Run
 from ..stores import heartbeats
 from .agents import agent_switch_model, agents_status_set
 from .attempts import attempts_create
@@ -289,6 +289,9 @@ def job_fail_permanently(job: Job, *, reason: str, notify: bool = True) -> None:
     ):
         return
     job.status, job.error = Job.Status.FAILED, message
+    if reason == "storage":
+        # The machine's disk, not the work: the run says so, not "lanes failed".
+        Run.objects.filter(pk=job.run_id, stop_reason="").update(stop_reason=f"Disk: {error}"[:200])
     notes = Notes()
     notes.add(
         "hhmrs_failure",

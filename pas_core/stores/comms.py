@@ -22,6 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..models import CommsMessage
+from . import effects
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +80,37 @@ def comms_append(messages: Sequence[CommsMessage]) -> int:
     written = 0
     for path, lines in by_file.items():
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, "".join(lines).encode())
-            finally:
-                os.close(fd)
+            _append_whole(path, "".join(lines).encode())
             written += len(lines)
-        except OSError:
-            log.warning("could not append %s comms line(s) to %s", len(lines), path, exc_info=True)
+        except OSError as exc:
+            log.warning("could not append %s comms line(s) to %s: %s", len(lines), path, exc)
+            effects.failed("comms file", f"{exc.strerror or exc} ({path})")
     return written
+
+
+def _append_whole(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` whole, or leave the file as it was.
+
+    A full disk can take part of a write: the part is cut off again, so the file never
+    ends in half a line (unless another process appended meanwhile; then its line and
+    ours stay, and the reader skips the torn one).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            done = os.write(fd, data)
+        except OSError:
+            done = -1
+            raise
+        finally:
+            if done != len(data) and os.fstat(fd).st_size == size + max(done, 0):
+                os.ftruncate(fd, size)
+        if done != len(data):
+            raise OSError(28, "short write: the disk took only part of the lines", str(path))
+    finally:
+        os.close(fd)
 
 
 def _message(line: dict[str, Any], now: datetime) -> CommsMessage:

@@ -11,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..models import Event
+from . import effects
 from .redis import redis_client
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,9 @@ def event_publish(event: Event) -> int:
     try:
         channel = f"{layer._kwargs.get('prefix', 'asgi')}__group__{GROUP}"
         return int(redis_client().publish(channel, layer.serialize(message)))
-    except Exception:  # noqa: BLE001 - a lost push is recovered by replay
-        log.warning("could not publish event %s", event.id, exc_info=True)
+    except Exception as exc:  # noqa: BLE001 - a lost push is recovered by replay
+        log.warning("could not publish event %s: %s", event.id, exc)
+        effects.failed("live push", f"{exc.__class__.__name__}: {exc}")
         return 0
 
 

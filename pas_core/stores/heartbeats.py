@@ -15,13 +15,17 @@ Every write is one round trip (a pipeline or a Lua script).
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from typing import Any
 
 from django.conf import settings
 
 from ..errors import ServiceError
+from . import effects
 from .redis import redis_client, rkey
+
+log = logging.getLogger(__name__)
 
 # A details hash outlives its attempt only briefly: long enough for the HMI to show it.
 DETAILS_TTL_S = 3600
@@ -114,6 +118,19 @@ def hb_unregister(attempt_id: int, *, job_id: str | None = None) -> bool:
     of a 404 that reads as "wrong job id". ``job_id`` is accepted for the callers' sake.
     """
     return bool(redis_client().zrem(_running(), str(attempt_id)))
+
+
+def hb_unregister_after_end(attempt_id: int) -> None:
+    """Stop supervising an attempt whose end is already committed; never raises.
+
+    Redis not answering here loses nothing: TRON's next sweep finds the entry, sees the
+    attempt is no longer running, and drops it.
+    """
+    try:
+        hb_unregister(attempt_id)
+    except Exception as exc:  # noqa: BLE001 - redis errors of every kind
+        log.warning("attempt %s ended but stays in the heartbeat set (Redis: %s)", attempt_id, exc)
+        effects.failed("heartbeat", f"attempt {attempt_id} not unregistered")
 
 
 def hb_unregister_many(attempt_ids: list[int]) -> int:

@@ -12,7 +12,7 @@ from django.conf import settings
 @functools.cache
 def _client(url: str) -> redis.Redis:
     return redis.Redis.from_url(
-        url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
+        url, socket_connect_timeout=2, socket_timeout=3, health_check_interval=30
     )
 
 
@@ -27,3 +27,8 @@ def redis_client() -> Any:
 def rkey(*parts: object) -> str:
     """Return a key under the installation's prefix: ``rkey("hb", "running")``."""
     return ":".join([settings.PAS_REDIS_PREFIX, *map(str, parts)])
+
+
+def broker_client() -> Any:
+    """Return a client on Celery's broker (``CELERY_BROKER_URL``: the queues live there)."""
+    return _client(settings.CELERY_BROKER_URL)

@@ -7,8 +7,9 @@ Keys (under ``PAS_REDIS_PREFIX``):
                          one that stops (dead, frozen, cut off) drops out of
                          ``workers_alive`` within ``STALE_S``.
 - ``workers:info``       hash: worker id -> JSON (node name, queues, host, pid).
-- ``worker:<id>:held``   hash: attempt id -> native thread id, for every attempt the
-                         process holds (running, or waiting for a provider slot).
+- ``worker:<id>:held``   hash: attempt id -> "<native thread id>:<epoch held since>",
+                         for every attempt the process holds (received, running, or
+                         waiting for a provider slot).
 - ``worker:<id>:dying``  the attempt that is killing the process on purpose (the
                          ``crash`` fault), read by the supervisor when it replaces it.
 
@@ -28,6 +29,9 @@ from .redis import redis_client, rkey
 
 STALE_S = 3.0  # A worker whose last tick is older than this is not alive.
 HELD_TTL_S = 24 * 3600
+# A hold older than this no longer accounts for a queued attempt: one whose release was
+# lost (Redis frozen as the task ended) must not keep its attempt from being re-sent.
+HELD_FRESH_S = 600.0
 
 
 def worker_id() -> str:
@@ -83,10 +87,11 @@ def workers_prune(before: float) -> int:
     return len(old)
 
 
-def held_add(wid: str, attempt_id: int, thread_id: int) -> None:
+def held_add(wid: str, attempt_id: int, thread_id: int, *, now: float | None = None) -> None:
     key = rkey("worker", wid, "held")
+    now = time.time() if now is None else now
     pipe = redis_client().pipeline(transaction=False)
-    pipe.hset(key, attempt_id, thread_id)
+    pipe.hset(key, attempt_id, f"{thread_id}:{now:.3f}")
     pipe.expire(key, HELD_TTL_S)
     pipe.execute()
 
@@ -98,7 +103,13 @@ def held_remove(wid: str, attempt_id: int) -> None:
 def held_get(wid: str) -> dict[int, int]:
     """Return ``{attempt id: native thread id}`` the worker process holds."""
     raw = redis_client().hgetall(rkey("worker", wid, "held"))
-    return {int(a): int(t) for a, t in raw.items()}
+    return {int(a): _held_value(v)[0] for a, v in raw.items()}
+
+
+def _held_value(raw: bytes) -> tuple[int, float | None]:
+    """Return ``(thread id, held since)`` of a hold (since is None for an old-style one)."""
+    thread, _, since = raw.decode().partition(":")
+    return int(thread), (float(since) if since else None)
 
 
 def dying_set(wid: str, attempt_id: int) -> None:
@@ -109,3 +120,27 @@ def dying_set(wid: str, attempt_id: int) -> None:
 def dying_get(wid: str) -> int | None:
     value = redis_client().get(rkey("worker", wid, "dying"))
     return None if value is None else int(value)
+
+
+def held_by_live(now: float | None = None) -> set[int]:
+    """Return every attempt a live worker process holds (received, waiting or running)
+    since less than ``HELD_FRESH_S`` ago."""
+    now = time.time() if now is None else now
+    client = redis_client()
+    pipe = client.pipeline(transaction=False)
+    alive = list(workers_alive(now))
+    for wid in alive:
+        pipe.hgetall(rkey("worker", wid, "held"))
+    held: set[int] = set()
+    for rows in pipe.execute() if alive else []:
+        for attempt, raw in rows.items():
+            since = _held_value(raw)[1]
+            if since is None or now - since < HELD_FRESH_S:
+                held.add(int(attempt))
+    return held
+
+
+def stopped(now: float, *, quiet_s: float) -> list[str]:
+    """Return the workers that stopped ticking between ``quiet_s`` and a day ago."""
+    rows = redis_client().zrangebyscore(rkey("workers"), now - 86400, now - quiet_s)
+    return [w.decode() for w in rows]

@@ -1,10 +1,13 @@
-"""Helpers the drills share: figures, process trees, SSE clients, a private Redis, logs."""
+"""Helpers the drills share: figures, process trees, SSE clients, a private Redis, logs,
+and faults of the machine: a cut TCP path, immutable files, a small disk, a netns."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests import procs
 
@@ -275,3 +279,216 @@ def _pings(client: Any) -> bool:
         return bool(client.ping())
     except Exception:  # noqa: BLE001 - not up yet
         return False
+
+
+# -- faults of the machine: a cut TCP path, an unwritable file, a small disk, a netns ------
+
+
+def run_cmd(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a system command (ip, chattr, mount) with a bound wait; raise on failure if ``check``."""
+    out = subprocess.run(list(argv), capture_output=True, text=True, timeout=30)
+    if check and out.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({out.returncode}): {out.stderr.strip()}")
+    return out
+
+
+class TcpForwarder:
+    """A TCP relay from ``listen_host:port`` to ``target``, in threads of this process.
+
+    ``cut()`` closes every relayed connection (the client reads EOF, as when a server
+    dies) and stops listening (new connections are refused); ``restore()`` listens again
+    on the same port. Drills put one between their processes and a server they must not
+    stop (the shared PostgreSQL), or on the host side of a network namespace's veth.
+    """
+
+    def __init__(self, target: tuple[str, int], *, listen_host: str = "127.0.0.1"):
+        self.target = target
+        self.listen_host = listen_host
+        self.port = 0
+        self.connections = 0
+        self._listener: socket.socket | None = None
+        self._live: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+
+    def start(self) -> TcpForwarder:
+        self._listen()
+        return self
+
+    def _listen(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.listen_host, self.port))
+        sock.listen(128)
+        self.port = sock.getsockname()[1]
+        self._listener = sock
+        threading.Thread(target=self._accept, args=(sock,), daemon=True, name="fwd").start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while not self._stopped.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # Closed by cut() or stop().
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._live.update((client, upstream))
+                self.connections += 1
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                self._close(sock)
+
+    def _close(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._live.discard(sock)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            sock.close()
+
+    def cut(self) -> int:
+        """Refuse new connections and close the open ones; return how many were open."""
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.close()
+            self._listener = None
+        with self._lock:
+            live = list(self._live)
+        for sock in live:
+            self._close(sock)
+        return len(live) // 2
+
+    def restore(self) -> None:
+        if self._listener is None and not self._stopped.is_set():
+            self._listen()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.cut()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[TcpForwarder]:
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
+
+@contextlib.contextmanager
+def immutable(paths: list[Path]) -> Iterator[list[Path]]:
+    """Make files immutable (``chattr +i``: even root cannot write them) for the block.
+
+    Root writes through ``chmod``; not through the immutable flag. The flag is always
+    taken off again, whatever happens in the block.
+    """
+    present = [p for p in paths if p.exists()]
+    try:
+        for path in present:
+            run_cmd("chattr", "+i", str(path))
+        yield present
+    finally:
+        for path in present:
+            run_cmd("chattr", "-i", str(path), check=False)
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """Mount a tmpfs of ``size`` (``4m``) at ``path`` for the block; always unmounted."""
+    path.mkdir(parents=True, exist_ok=True)
+    run_cmd("mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path))
+    try:
+        yield path
+    finally:
+        if run_cmd("umount", str(path), check=False).returncode != 0:
+            run_cmd("umount", "-l", str(path), check=False)  # Busy: detach it now.
+
+
+def fill_disk(folder: Path, name: str = "filler") -> Path:
+    """Write zeros into ``folder/name`` until the file system is full; return the file."""
+    path = folder / name
+    chunk = b"\0" * 65536
+    with open(path, "ab", buffering=0) as out:
+        with contextlib.suppress(OSError):
+            while True:
+                out.write(chunk)
+        with contextlib.suppress(OSError):
+            while True:  # The last few pages, a block at a time.
+                out.write(b"\0" * 4096)
+    return path
+
+
+class NetNs:
+    """A network namespace joined to this host by a veth pair: a second "host".
+
+    The host side is ``10.200.<n>.1/30``, the namespace side ``10.200.<n>.2/30``.
+    ``cut()`` takes the host side of the link down (packets are dropped, nothing is
+    refused: a partition, not a crash); ``restore()`` brings it up. ``delete()`` (always
+    call it, in a ``finally``) removes the namespace and the pair.
+    """
+
+    def __init__(self, index: int):
+        self.index = index
+        self.name = f"pas-drill-{index}"
+        self.host_if = f"pasd{index}h"
+        self.ns_if = f"pasd{index}n"
+        self.host_ip = f"10.200.{index}.1"
+        self.ns_ip = f"10.200.{index}.2"
+
+    def create(self) -> NetNs:
+        self.delete()  # A crashed drill's leftovers under the same name.
+        run_cmd("ip", "netns", "add", self.name)
+        run_cmd("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
+        run_cmd("ip", "link", "set", self.ns_if, "netns", self.name)
+        run_cmd("ip", "addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
+        run_cmd("ip", "link", "set", self.host_if, "up")
+        inside = ["ip", "netns", "exec", self.name]
+        run_cmd(*inside, "ip", "addr", "add", f"{self.ns_ip}/30", "dev", self.ns_if)
+        run_cmd(*inside, "ip", "link", "set", self.ns_if, "up")
+        run_cmd(*inside, "ip", "link", "set", "lo", "up")
+        return self
+
+    def argv(self, command: list[str]) -> list[str]:
+        """Return ``command`` run inside the namespace."""
+        return ["ip", "netns", "exec", self.name, *command]
+
+    def cut(self) -> None:
+        run_cmd("ip", "link", "set", self.host_if, "down")
+
+    def restore(self) -> None:
+        run_cmd("ip", "link", "set", self.host_if, "up")
+
+    def delete(self) -> None:
+        run_cmd("ip", "link", "del", self.host_if, check=False)
+        run_cmd("ip", "netns", "del", self.name, check=False)
+
+
+def ended(run_ids: list[Any]) -> bool:
+    """Return whether every run of ``run_ids`` has ended (completed or failed)."""
+    from pas_core.models import Run
+
+    open_runs = Run.objects.filter(pk__in=run_ids).exclude(status__in=["completed", "failed"])
+    return not open_runs.exists()
+
+
+def needs_root(what: str) -> None:
+    """Skip the calling drill, naming ``what``, unless this process runs as root."""
+    if os.geteuid() != 0:
+        pytest.skip(f"this drill needs root ({what})")

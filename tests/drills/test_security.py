@@ -37,7 +37,9 @@ from tests.llm_server import llm_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-PUBLIC = {"/health", "/login/", "/admin/login/"}
+# /metrics answers the networks of PAS_METRICS_NETWORKS (loopback by default) without
+# a login, as a Prometheus scraper expects; the drill calls from loopback.
+PUBLIC = {"/health", "/metrics", "/login/", "/admin/login/"}
 LOGIN_PREFIXES = ("/login/", "/admin/login/")
 # POSTs a viewer may make: leaving, and marking notifications read (the HMI's rule:
 # "reading is not acting"; the flag is display state, it starts or stops nothing).
