@@ -97,6 +97,11 @@ ERROR_ROUTES: dict[str, Route] = {
     "auth": "switch",
     "model_not_found": "switch",
     "budget_exceeded": "fail",
+    # Restarted with the failed check's command and output in its prompt (feedback).
+    "acceptance_failed": "restart",
+    # The disk, not the agent: failed without spending the ladder; resumable from the
+    # retry queue once space is freed.
+    "storage": "fail",
 }
 
 
