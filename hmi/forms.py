@@ -7,12 +7,13 @@ Ranges live in one place, ``pas_core.config`` (DESIGN section 6): these forms sh
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django import forms
 
 from pas_core import config
-from pas_core.models import Fault
+from pas_core.models import Fault, Run
 
 SECTION_LABELS = {
     "hhmrs": "HHMRS",
@@ -37,30 +38,77 @@ class RetryForm(forms.Form):
 
 
 class RunSubmitForm(forms.Form):
-    title = forms.CharField(max_length=200)
-    goal = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}))
-    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
-    repo_root = forms.CharField(max_length=500, required=False)
+    title = forms.CharField(max_length=200, label="Title")
+    goal = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), label="Goal")
+    description = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}), required=False, label="Description"
+    )
+    repo_root = forms.CharField(
+        max_length=500,
+        required=False,
+        label="Repository",
+        help_text="a git checkout to work in (a worktree; yours is never touched)",
+    )
     entry_files = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 2}),
         required=False,
+        label="Entry files",
         help_text="one path per line",
     )
-    budget_tokens_max = forms.IntegerField(min_value=1, max_value=10_000_000, initial=25000)
-    budget_cost_usd_max = forms.FloatField(min_value=0, max_value=10_000, initial=2.0)
+    budget_tokens_max = forms.IntegerField(
+        min_value=1, max_value=10_000_000, initial=25000, label="Token budget"
+    )
+    budget_cost_usd_max = forms.FloatField(
+        min_value=0, max_value=10_000, initial=2.0, label="Cost budget (USD)"
+    )
 
     def clean_entry_files(self) -> list[str]:
         raw = self.cleaned_data.get("entry_files") or ""
         return [line.strip() for line in raw.replace(",", "\n").splitlines() if line.strip()]
 
 
-class EventFilterForm(forms.Form):
+RUN_PREFIX = re.compile(r"[0-9a-f-]{1,36}")
+JOB_ID = re.compile(r"jc-([0-9a-f]{8})\b")
+
+
+def run_prefix(raw: str) -> str:
+    """Return the run id prefix a filter names: a run id, its start, or a job id's run.
+
+    Job ids start ``jc-<first 8 of the run id>``, so a job id pasted in finds its run.
+    Raises ValidationError for anything else.
+    """
+    value = raw.strip().lower()
+    found = JOB_ID.match(value)
+    if found:
+        return found.group(1)
+    if not RUN_PREFIX.fullmatch(value):
+        raise forms.ValidationError(
+            "a run id or its first characters (0-9, a-f), or a job id", code="run"
+        )
+    return value
+
+
+class CursorForm(forms.Form):
+    """Paging by id: ``before`` shows older rows, ``after`` newer ones (newest first)."""
+
+    before = forms.IntegerField(min_value=1, required=False)
+    after = forms.IntegerField(min_value=0, required=False)
+
+    def clean_run(self) -> str:
+        raw = self.cleaned_data.get("run") or ""
+        return run_prefix(raw) if raw.strip() else ""
+
+    def clean_agent(self) -> str:
+        return str(self.cleaned_data.get("agent") or "").strip()
+
+
+class EventFilterForm(CursorForm):
     type = forms.CharField(max_length=64, required=False)
     agent = forms.CharField(max_length=64, required=False)
     run = forms.CharField(max_length=64, required=False)
 
 
-class CommsFilterForm(forms.Form):
+class CommsFilterForm(CursorForm):
     kind = forms.ChoiceField(
         choices=[
             ("", "any kind"),
@@ -73,6 +121,37 @@ class CommsFilterForm(forms.Form):
     )
     agent = forms.CharField(max_length=64, required=False)
     run = forms.CharField(max_length=64, required=False)
+
+
+class RunsFilterForm(forms.Form):
+    q = forms.CharField(max_length=200, required=False)
+    status = forms.ChoiceField(
+        choices=[("", "any status"), *[(s, s) for s in Run.Status.values]], required=False
+    )
+    interventions = forms.ChoiceField(
+        choices=[("", "any"), ("1", "with interventions"), ("0", "without")], required=False
+    )
+    page = forms.IntegerField(min_value=1, max_value=1_000_000, required=False)
+
+
+class BulkForm(forms.Form):
+    """The retry queue's bulk actions: the ticked jobs, what to do, and a model."""
+
+    action = forms.ChoiceField(choices=[("retry", "retry"), ("discard", "discard")])
+    selected = forms.MultipleChoiceField(required=False, error_messages={"required": ""})
+    model = forms.CharField(max_length=128, required=False)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Any id is a valid choice here: the service says which ones are not in the queue.
+        ids = self.data.getlist("selected") if hasattr(self.data, "getlist") else []
+        self.fields["selected"].choices = [(i, i) for i in ids]  # type: ignore[attr-defined]
+
+    def clean_selected(self) -> list[str]:
+        selected = list(self.cleaned_data.get("selected") or [])
+        if not selected:
+            raise forms.ValidationError("tick at least one job", code="required")
+        return selected
 
 
 class SettingsSectionForm(forms.Form):
@@ -105,7 +184,31 @@ HHMRS_LABELS = {
     "enable_auto_restart": "Restart timed-out children automatically",
     "enable_llm_switching": "Switch to the next model on escalation",
     "sweep_interval_s": "TRON sweep interval (s)",
+    "restart_backoff_initial_s": "Restart backoff: first wait after an error (s)",
+    "restart_backoff_factor": "Restart backoff: factor per restart",
+    "restart_backoff_max_s": "Restart backoff: longest wait (s)",
+    "restart_backoff_jitter": "Restart backoff: jitter (fraction, both ways)",
 }
+
+
+class ProviderForm(forms.Form):
+    """Add an OpenAI-compatible provider, or change one (its key stays in the environment)."""
+
+    name = forms.CharField(max_length=32, label="Name (the prefix of its model ids)")
+    base_url = forms.CharField(max_length=300, label="Base URL")
+    key_env = forms.CharField(
+        max_length=64, required=False, label="Environment variable holding its key"
+    )
+    max_concurrency = forms.IntegerField(label="Calls in flight at once", initial=8)
+    structured = forms.ChoiceField(
+        label="Structured outputs",
+        choices=[
+            ("json_schema", "json_schema (constrained to the reply's schema)"),
+            ("json_object", "json_object (JSON, schema not enforced)"),
+            ("none", "none (no response_format)"),
+        ],
+        initial="json_object",
+    )
 
 
 class HhmrsForm(SettingsSectionForm):
@@ -124,36 +227,50 @@ class HhmrsForm(SettingsSectionForm):
 class ChimeForm(SettingsSectionForm):
     section = "tron_chime"
 
-    enabled = forms.BooleanField(required=False)
-    sound = forms.ChoiceField(choices=[(s, s) for s in config.CHIME_SOUNDS])
+    enabled = forms.BooleanField(required=False, label="Play a chime on interventions")
+    sound = forms.ChoiceField(choices=[(s, s) for s in config.CHIME_SOUNDS], label="Sound")
     volume = forms.IntegerField(
-        help_text="0 to 100", widget=forms.NumberInput(attrs={"min": 0, "max": 100})
+        label="Volume",
+        help_text="0 to 100",
+        widget=forms.NumberInput(attrs={"min": 0, "max": 100}),
     )
-    on_timeout = forms.BooleanField(required=False)
-    on_restart = forms.BooleanField(required=False)
-    on_escalation = forms.BooleanField(required=False)
-    on_permanent_failure = forms.BooleanField(required=False)
+    on_timeout = forms.BooleanField(required=False, label="On a timeout")
+    on_restart = forms.BooleanField(required=False, label="On a restart")
+    on_escalation = forms.BooleanField(required=False, label="On an escalation")
+    on_permanent_failure = forms.BooleanField(required=False, label="On a permanent failure")
 
 
 class NotificationsForm(SettingsSectionForm):
     section = "notifications"
 
-    webhook_url = forms.CharField(max_length=500, required=False, help_text="http(s)://…")
-    email = forms.CharField(max_length=254, required=False)
-    notify_on_permanent_failure = forms.BooleanField(required=False)
+    webhook_url = forms.CharField(
+        max_length=500,
+        required=False,
+        label="Webhook URL",
+        help_text="http(s)://…; receives a JSON POST for each permanent failure",
+    )
+    email = forms.CharField(max_length=254, required=False, label="Email address")
+    notify_on_permanent_failure = forms.BooleanField(
+        required=False, label="Notify on a permanent failure"
+    )
 
 
 class DisplayForm(SettingsSectionForm):
     section = "hmi_display"
 
-    theme = forms.ChoiceField(choices=[("light", "light"), ("dark", "dark")])
-    show_programmers = forms.BooleanField(required=False, help_text="expanded in the tree")
+    theme = forms.ChoiceField(choices=[("light", "light"), ("dark", "dark")], label="Theme")
+    show_programmers = forms.BooleanField(
+        required=False, label="Show programmers", help_text="expanded in the tree"
+    )
     banner_auto_clear_s = forms.IntegerField(
+        label="Hide the TRON banner after (s)",
         help_text="0 to 3600 (0: never)",
         widget=forms.NumberInput(attrs={"min": 0, "max": 3600}),
     )
     events_page_size = forms.IntegerField(
-        help_text="1 to 1000", widget=forms.NumberInput(attrs={"min": 1, "max": 1000})
+        label="Rows per page (Events, Comms)",
+        help_text="1 to 1000",
+        widget=forms.NumberInput(attrs={"min": 1, "max": 1000}),
     )
 
 

@@ -43,7 +43,7 @@ SILENCE_S = 15.0  # After this long without an event: look for missed ones, keep
 READY_TIMEOUT_S = 5.0
 LINGER_S = 1.0  # The subscription outlives the last stream by this much.
 QUEUE_MAX = 2000  # Batches a slow client may fall behind by before it is dropped.
-FRAGMENTS_MAX = 256
+FRAGMENTS_MAX = 512  # Batches a page renderer remembers the answer for.
 
 
 def sse_message(data: str, *, event: str | None = None, event_id: int | None = None) -> str:
@@ -108,6 +108,46 @@ class Listener:
     dropped: bool = False
 
 
+class PageRenderer:
+    """Render one page kind's fragments, one rendering at a time, merging what waits."""
+
+    def __init__(self, page: str) -> None:
+        self.page = page
+        self.render = sync_to_async(fragments_for_events, thread_sensitive=False)
+        self.futures: OrderedDict[int, asyncio.Future[str]] = OrderedDict()
+        self.waiting: list[tuple[Batch, asyncio.Future[str]]] = []
+        self.busy = False
+
+    def html_for(self, batch: Batch) -> asyncio.Future[str]:
+        future = self.futures.get(batch.id)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self.futures[batch.id] = future
+            while len(self.futures) > FRAGMENTS_MAX:
+                self.futures.popitem(last=False)
+            self.waiting.append((batch, future))
+            if not self.busy:
+                self.busy = True
+                asyncio.get_running_loop().create_task(self._work())
+        return future
+
+    async def _work(self) -> None:
+        try:
+            while self.waiting:
+                group, self.waiting = self.waiting, []
+                events = [event for batch, _ in group for event in batch.events]
+                try:
+                    html = await self.render(events, page=self.page)
+                except Exception:  # noqa: BLE001 - the JSON already went out
+                    log.warning("could not render %s fragments", self.page, exc_info=True)
+                    html = ""
+                for _, future in group:
+                    if not future.done():
+                        future.set_result(html)
+        finally:
+            self.busy = False
+
+
 class Hub:
     def __init__(
         self,
@@ -122,7 +162,7 @@ class Hub:
         self.ready = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
         self.stopper: asyncio.TimerHandle | None = None
-        self.fragments: OrderedDict[tuple[int, str], asyncio.Future[str]] = OrderedDict()
+        self.renderers: dict[str, PageRenderer] = {}
         self.proc = f"{socket.gethostname()}:{os.getpid()}"
         self.redis: Any = None
 
@@ -151,19 +191,23 @@ class Hub:
         if not self.listeners and self.stopper is None:
             self.stopper = loop.call_later(LINGER_S, self._stop_if_idle)
 
+    def request(self, batch: Batch, page: str) -> None:
+        """Ask for a batch's HTML ahead (so the batches a stream drained render together)."""
+        renderer = self.renderers.get(page)
+        if renderer is None:
+            renderer = self.renderers[page] = PageRenderer(page)
+        renderer.html_for(batch)
+
     async def fragments_for(self, batch: Batch, page: str) -> str:
-        """Return the page's HTML for a batch, rendered once for every stream of that page."""
-        key = (batch.id, page)
-        future = self.fragments.get(key)
-        if future is None:
-            render = sync_to_async(fragments_for_events, thread_sensitive=False)
-            future = asyncio.ensure_future(render(batch.events, page=page))
-            self.fragments[key] = future
-            while len(self.fragments) > FRAGMENTS_MAX:
-                self.fragments.popitem(last=False)
+        """Return the page's HTML for a batch: rendered once for every stream of the page,
+        and merged with the batches that arrive while a rendering of that page runs (a
+        storm of events costs a few renderings, not one per batch)."""
+        renderer = self.renderers.get(page)
+        if renderer is None:
+            renderer = self.renderers[page] = PageRenderer(page)
         try:
             # shield: a client leaving must not cancel a rendering other streams await.
-            return await asyncio.shield(future)
+            return await asyncio.shield(renderer.html_for(batch))
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - a fragment is a nicety; the JSON already went out

@@ -133,18 +133,19 @@ async def _replay(after: int, seen: _Seen, page: str) -> AsyncIterator[str]:
             yield sse_message(html, event="hmi", event_id=last.ids[-1])
 
 
-async def _batch_text(batch: Batch, seen: _Seen, page: str) -> str:
-    """Return what one batch sends on this stream: its fresh events, fragments, triggers."""
+def _drain(listener: Listener) -> list[Batch | None]:
+    out: list[Batch | None] = []
+    while not listener.queue.empty():
+        out.append(listener.queue.get_nowait())
+    return out
+
+
+def _fresh_text(batch: Batch, seen: _Seen) -> str:
+    """Return the batch's events this stream has not sent yet, as SSE messages."""
     fresh = [e for e in batch.events if seen.fresh(e["id"])]
     if not fresh:
         return ""
-    text = batch.text if len(fresh) == len(batch.events) else Batch(fresh, replay=batch.replay).text
-    if not page:
-        return text
-    html = await _hub().fragments_for(batch, page)
-    if html:
-        text += sse_message(html, event="hmi", event_id=batch.ids[-1])
-    return text + batch.triggers
+    return batch.text if len(fresh) == len(batch.events) else Batch(fresh, replay=batch.replay).text
 
 
 async def _stream(after: int | None, page: str) -> AsyncIterator[str]:
@@ -158,14 +159,29 @@ async def _stream(after: int | None, page: str) -> AsyncIterator[str]:
                 yield chunk
         # From here on every event arrives live: a client (or a test) may rely on it.
         yield ": live\n\n"
+        sent_html: str | None = None
         while not listener.dropped:
-            batch = await listener.queue.get()
-            if batch is None:
+            first = await listener.queue.get()
+            # Everything that queued up while this stream waited goes out together, its
+            # events first: no stream waits for HTML to get its JSON.
+            batches = [first, *_drain(listener)]
+            if None in batches:
                 yield ": keep-alive\n\n"
+            live = [b for b in batches if b is not None]
+            text = "".join(_fresh_text(b, seen) for b in live)
+            if not text:
                 continue
-            text = await _batch_text(batch, seen, page)
-            if text:
-                yield text
+            yield text
+            if not page:
+                continue
+            for batch in live:
+                the_hub.request(batch, page)  # All asked before one is awaited: merged.
+            for batch in live:
+                html = await the_hub.fragments_for(batch, page)
+                if html and html is not sent_html:  # A merged rendering goes out once.
+                    yield sse_message(html, event="hmi", event_id=batch.ids[-1])
+                    sent_html = html
+            yield "".join(b.triggers for b in live)
     finally:
         # The client left: Django cancels the response task on http.disconnect, which
         # raises CancelledError here (or GeneratorExit when the generator is closed).

@@ -3,9 +3,13 @@
  * - keeps the live stream resumable: every EventSource the htmx SSE extension opens
  *   starts from the last event id this page saw (the browser sends Last-Event-ID on
  *   its own reconnects; this covers the extension's re-creations too);
- * - refreshes regions that ask for it (data-refresh-on="<sse event name>") with a
- *   leading + trailing throttle, so the last event of a burst is never lost;
- * - ticks heartbeat ages, marks late nodes, clears 5 s badges;
+ * - refreshes regions that ask for it (data-refresh-on="<sse event name>", or the name
+ *   of a signal fragment the stream swaps in: data-signal) with a leading + trailing
+ *   throttle, so the last event of a burst is never lost; a region inside a closed
+ *   <details> waits until it is opened;
+ * - ticks heartbeat ages and last-active times, marks late nodes (colour and label),
+ *   clears 5 s badges, draws the agent page's heartbeat sparkline;
+ * - zooms the run timeline to a dragged range; ticks "select all" boxes;
  * - shows, dismisses and auto-clears the TRON banner; plays chimes (Web Audio);
  * - does the worst-case maths on the HHMRS settings form as you type.
  */
@@ -71,13 +75,21 @@
 
   var throttles = {};
 
+  function closedDetails(el) {
+    var d = el.closest("details");
+    return d !== null && !d.open;
+  }
+
   function refresh(name) {
     var t = throttles[name] || (throttles[name] = { last: 0, timer: null });
     var fire = function () {
       t.last = Date.now();
       t.timer = null;
       document.querySelectorAll("[data-refresh-on]").forEach(function (el) {
-        if (el.getAttribute("data-refresh-on") === name) htmx.trigger(el, "refresh");
+        // A collapsed region is not fetched; it loads when opened (see init).
+        if (el.getAttribute("data-refresh-on") === name && !closedDetails(el)) {
+          htmx.trigger(el, "refresh");
+        }
       });
     };
     var since = Date.now() - t.last;
@@ -142,31 +154,85 @@
     return Math.floor(s / 3600) + "h" + String(Math.floor((s % 3600) / 60)).padStart(2, "0") + "m";
   }
 
-  function tick() {
-    var tree = document.querySelector(".tree");
-    var lateAfter = tree ? parseFloat(tree.dataset.lateAfter || "0") : 0;
-    var now = serverNow();
-    document.querySelectorAll(".node").forEach(function (node) {
-      var ageEl = node.querySelector("[data-age]");
-      var beat = parseFloat(node.dataset.beat || "");
-      if (!ageEl) return;
-      if (isNaN(beat) || node.dataset.active === "0") {
-        ageEl.textContent = "";
-        node.classList.remove("is-late");
-        return;
-      }
+  function lateAfterFor(node) {
+    var box = node.closest("[data-late-after]");
+    return box ? parseFloat(box.dataset.lateAfter || "0") : 0;
+  }
+
+  function tickNode(node, now) {
+    var ageEl = node.querySelector("[data-age]");
+    if (!ageEl) return;
+    var label = node.querySelector("[data-status-label]");
+    var beat = parseFloat(node.dataset.beat || "");
+    var last = parseFloat(node.dataset.last || "");
+    var late = false;
+    if (!isNaN(beat) && node.dataset.active !== "0") {
       var age = now - beat;
       ageEl.textContent = "♥ " + fmtAge(age);
-      var late = lateAfter > 0 && age > lateAfter && node.dataset.status === "working";
-      node.classList.toggle("is-late", late);
+      var lateAfter = lateAfterFor(node);
+      late = lateAfter > 0 && age > lateAfter && node.dataset.status === "working";
+    } else if (!isNaN(last)) {
+      ageEl.textContent = fmtAge(now - last) + " ago";
+    } else {
+      ageEl.textContent = "never";
+    }
+    node.classList.toggle("is-late", late);
+    // The words follow the colour: a working node whose beat is overdue reads "late".
+    if (label) {
+      var words = late ? "late" : node.dataset.label || label.textContent;
+      if (label.textContent !== words) label.textContent = words;
+    }
+  }
+
+  function tickNodes(now) {
+    document.querySelectorAll(".node").forEach(function (node) {
+      tickNode(node, now);
     });
+    document.querySelectorAll("[data-ago]").forEach(function (el) {
+      var at = parseFloat(el.dataset.ago);
+      if (!isNaN(at)) el.textContent = fmtAge(now - at);
+    });
+  }
+
+  function tick() {
+    var now = serverNow();
+    tickNodes(now);
+    sparkTick(now);
     bannerRender();
   }
 
+  // -- the agent page's heartbeat sparkline: ages sampled each second while open -----
+
+  var SPARK = {}; // dom id -> [[epoch, age or null], ...]; survives the live refreshes
+
+  function sparkTick(now) {
+    document.querySelectorAll("svg[data-spark]").forEach(function (svg) {
+      var id = svg.dataset.spark;
+      var node = document.getElementById(id);
+      var windowS = parseFloat(svg.dataset.window || "120");
+      var max = parseFloat(svg.dataset.max || "1");
+      var samples = SPARK[id] || (SPARK[id] = []);
+      var beat = node ? parseFloat(node.dataset.beat || "") : NaN;
+      var busy = node && node.dataset.active !== "0" && !isNaN(beat);
+      samples.push([now, busy ? Math.max(0, now - beat) : null]);
+      while (samples.length && samples[0][0] < now - windowS) samples.shift();
+      var vb = svg.viewBox.baseVal;
+      var points = samples
+        .filter(function (p) { return p[1] !== null; })
+        .map(function (p) {
+          var x = vb.width - ((now - p[0]) / windowS) * vb.width;
+          var y = vb.height - 2 - (Math.min(p[1], max) / max) * (vb.height - 2);
+          return x.toFixed(1) + "," + y.toFixed(1);
+        });
+      var line = svg.querySelector(".line");
+      if (line) line.setAttribute("points", points.join(" "));
+    });
+  }
+
   function pollBeats() {
-    var tree = document.querySelector(".tree[data-beats-url]");
-    if (!tree || document.hidden) return;
-    fetch(tree.dataset.beatsUrl, { credentials: "same-origin" })
+    var box = document.querySelector("[data-beats-url]");
+    if (!box || document.hidden) return;
+    fetch(box.dataset.beatsUrl, { credentials: "same-origin" })
       .then(function (r) {
         return r.ok ? r.json() : null;
       })
@@ -217,9 +283,14 @@
     bannerRender();
   }
 
+  var bannerExpanded = false;
+
   function bannerRender() {
     var b = document.getElementById("tron-banner");
     if (!b) return;
+    b.classList.toggle("expanded", bannerExpanded);
+    var more = b.querySelector("[data-banner-more]");
+    if (more) more.setAttribute("aria-expanded", bannerExpanded ? "true" : "false");
     var dismissed = parseInt(localStorage.getItem(DISMISS_KEY) || "0", 10) > Date.now();
     var items = b.querySelector(".tron-item") !== null;
     var fresh = clearAfterS() <= 0 || Date.now() < bannerUntil;
@@ -299,7 +370,82 @@
     };
     set("[data-worst-attempts]", isFinite(attempts) ? String(attempts) : "—");
     set("[data-worst-detect]", isFinite(detect) ? String(Math.round(detect * 10) / 10) : "—");
-    set("[data-worst-total]", duration(attempts * detect));
+    // Restarts back off (policy.restart_delay): from the 2nd after a timeout, from the 1st
+    // after an error, each at most initial x factor^(n-1) capped, at full jitter.
+    var backoff = function (restarts) {
+      var total = 0;
+      for (var n = 1; n <= restarts; n++) {
+        total += Math.min(v("restart_backoff_initial_s") * Math.pow(v("restart_backoff_factor"), n - 1), v("restart_backoff_max_s"));
+      }
+      return total * (1 + v("restart_backoff_jitter"));
+    };
+    var stages = v("max_llm_retries") + 1;
+    set("[data-worst-total]", duration(attempts * detect + stages * backoff(Math.max(0, v("max_restarts") - 1))));
+    set("[data-worst-backoff]", duration(stages * backoff(v("max_restarts"))));
+    // Both rules must hold: a timeout shorter than interval x missed beats is the longer one.
+    var missed = Math.ceil(v("missed_heartbeat_threshold")) * v("heartbeat_interval_s");
+    var warn = form.querySelector("[data-timeout-warning]");
+    if (warn) {
+      warn.hidden = !(v("timeout_threshold_s") < missed);
+      set("[data-warn-timeout]", String(v("timeout_threshold_s")));
+      set("[data-warn-missed]", String(Math.round(missed * 10) / 10));
+    }
+  }
+
+  // -- the run timeline: drag across it to zoom --------------------------------------
+
+  var drag = null;
+
+  function svgX(svg, clientX) {
+    var pt = svg.createSVGPoint();
+    pt.x = clientX;
+    pt.y = 0;
+    var m = svg.getScreenCTM();
+    return m ? pt.matrixTransform(m.inverse()).x : 0;
+  }
+
+  function dragStart(e) {
+    var svg = e.target instanceof Element ? e.target.closest("svg.timeline[data-plot-w]") : null;
+    if (!svg || e.button !== 0 || e.target.closest("a")) return;
+    var x = svgX(svg, e.clientX);
+    var rect = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+    rect.setAttribute("class", "sel");
+    rect.setAttribute("y", "0");
+    rect.setAttribute("height", svg.viewBox.baseVal.height);
+    svg.appendChild(rect);
+    drag = { svg: svg, x0: x, rect: rect };
+    svg.classList.add("dragging");
+    e.preventDefault();
+  }
+
+  function dragMove(e) {
+    if (!drag) return;
+    var x = svgX(drag.svg, e.clientX);
+    drag.rect.setAttribute("x", Math.min(drag.x0, x));
+    drag.rect.setAttribute("width", Math.abs(x - drag.x0));
+  }
+
+  function dragEnd(e) {
+    if (!drag) return;
+    var d = drag;
+    drag = null;
+    d.svg.classList.remove("dragging");
+    d.rect.remove();
+    var x1 = svgX(d.svg, e.clientX);
+    if (Math.abs(x1 - d.x0) < 6) return;
+    var plotX = parseFloat(d.svg.dataset.plotX);
+    var plotW = parseFloat(d.svg.dataset.plotW);
+    var from = parseFloat(d.svg.dataset.zoomFrom);
+    var to = parseFloat(d.svg.dataset.zoomTo);
+    var at = function (x) {
+      var f = Math.max(0, Math.min(1, (x - plotX) / plotW));
+      return Math.round((from + f * (to - from)) * 10) / 10;
+    };
+    var url = new URL(window.location.href);
+    url.searchParams.set("tl_from", at(Math.min(d.x0, x1)));
+    url.searchParams.set("tl_to", at(Math.max(d.x0, x1)));
+    url.hash = "timeline-card";
+    window.location.assign(url.toString());
   }
 
   // -- wiring ---------------------------------------------------------------------
@@ -312,14 +458,23 @@
     bannerInit();
     tick();
     setInterval(tick, 1000);
-    if (document.querySelector(".tree[data-beats-url]")) setInterval(pollBeats, 5000);
+    var beatsBox = document.querySelector("[data-beats-url]");
+    if (beatsBox) setInterval(pollBeats, document.querySelector("[data-spark]") ? 2000 : 5000);
 
     document.addEventListener("click", function (e) {
       var t = e.target;
       if (!(t instanceof Element)) return;
       audio(); // A user gesture lets the page play chimes later.
+      document.querySelectorAll("details.user-menu[open]").forEach(function (menu) {
+        if (!menu.contains(t)) menu.open = false;
+      });
       if (t.closest("[data-banner-dismiss]")) {
         localStorage.setItem(DISMISS_KEY, String(Date.now() + DISMISS_MS));
+        bannerExpanded = false;
+        bannerRender();
+      }
+      if (t.closest("[data-banner-more]")) {
+        bannerExpanded = !bannerExpanded;
         bannerRender();
       }
       if (t.closest("[data-chime-test]")) {
@@ -337,12 +492,42 @@
       worstCase(form);
     });
 
+    document.addEventListener("change", function (e) {
+      var t = e.target;
+      if (!(t instanceof HTMLInputElement) || !t.dataset.selectAll) return;
+      document.querySelectorAll('[data-pick="' + t.dataset.selectAll + '"]').forEach(function (box) {
+        box.checked = t.checked;
+      });
+    });
+
+    // A collapsed region (details[data-lazy]) loads when it is opened.
+    document.querySelectorAll("details[data-lazy]").forEach(function (d) {
+      d.addEventListener("toggle", function () {
+        if (!d.open) return;
+        d.querySelectorAll("[data-refresh-on]").forEach(function (el) {
+          htmx.trigger(el, "refresh");
+        });
+      });
+    });
+
+    document.addEventListener("mousedown", dragStart);
+    document.addEventListener("mousemove", dragMove);
+    document.addEventListener("mouseup", dragEnd);
+
     document.body.addEventListener("htmx:load", function (e) {
       armBadges(e.target);
     });
     document.body.addEventListener("htmx:oobAfterSwap", function (e) {
       armBadges(e.detail && e.detail.target ? e.detail.target : e.target);
+      // A signal fragment: the stream says region <name> changed (hmi/fragments.py).
+      var name = e.target instanceof Element ? e.target.getAttribute("data-signal") : null;
+      if (name) refresh(name);
       bannerRender();
+      tickNodes(serverNow());
+    });
+    // A refreshed region (an agent's page) may hold nodes and ages: fill them at once.
+    document.body.addEventListener("htmx:afterSettle", function () {
+      tickNodes(serverNow());
     });
     document.body.addEventListener("htmx:afterSwap", function (e) {
       var dialog = document.getElementById("actions-dialog");

@@ -25,18 +25,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def viewer(client: Any, tree: dict[str, Agent], plain_user: Any) -> Any:
-    client.force_login(plain_user)
-    return client
-
-
-@pytest.fixture
-def operator(client: Any, tree: dict[str, Agent], operator_user: Any) -> Any:
-    client.force_login(operator_user)
-    return client
-
-
-@pytest.fixture
 def run_with_jobs(tree: dict[str, Agent]) -> Any:
     """A running run: Architect done, Dir-Code on its second attempt after a timeout."""
     now = timezone.now()
@@ -107,7 +95,8 @@ def test_the_tree_shows_all_24_agents_nested(viewer: Any) -> None:
     html = viewer.get(reverse("hmi:tree")).content.decode()
     assert html.count('class="node st-') == 24
     # Collapsible: every agent with children is a <details>.
-    assert html.count("<details") == Agent.objects.filter(children__isnull=False).distinct().count()
+    tree = html[html.index('<ul class="tree"') :]
+    assert tree.count("<details") == Agent.objects.filter(children__isnull=False).distinct().count()
     assert 'id="node-PAS-Root"' in html and 'id="node-Dir-Code"' in html
 
 
@@ -120,9 +109,9 @@ def test_a_node_shows_model_switch_and_counters(viewer: Any, run_with_jobs: Any)
     node = html[start : html.index("</div>", start)]
     assert "st-restarting" in node
     assert "llama3.1:8b" in node and "⇄" in node  # It marks the model that is not the primary.
-    assert "restarts <b>1/3</b>" in node  # The open job's restart count over max_restarts.
-    assert "switches <b>0/3</b>" in node
-    assert "jobs <b>1</b>" in node
+    assert "restarts </span><b>1/3</b>" in node  # The open job's restarts over max_restarts.
+    assert "switches </span><b>0/3</b>" in node
+    assert "jobs </span><b>1</b>" in node
     assert "data-beat=" in node  # The browser ticks the heartbeat age from here.
 
 
@@ -147,11 +136,40 @@ def test_the_run_page_draws_the_timeline_and_the_job_tree(viewer: Any, run_with_
     assert "<svg" in html
     # One bar per attempt, coloured by outcome.
     assert html.count('class="bar tl-') == 3
-    assert 'class="bar tl-timed_out"' in html and 'class="bar tl-running"' in html
-    assert "jc-code" in html and "Plan the Code lane" in html
+    assert 'class="bar tl-timed_out ph-step"' in html and 'class="bar tl-running ph-step"' in html
+    assert "jc-code" in html
+    # Comms and events are collapsed: loaded when opened.
+    assert "Plan the Code lane" not in html and 'id="run-logs"' in html
+    logs = viewer.get(url, {"partial": "logs"}).content.decode()
+    assert "Plan the Code lane" in logs
     assert f'data-refresh-on="run-{run_with_jobs.run_id}"' in html
     live = viewer.get(url, {"partial": "live"})
     assert live.status_code == 200 and b"<svg" in live.content
+
+
+def test_the_run_page_shows_spend_against_budgets_and_backoff_waits(
+    viewer: Any, run_with_jobs: Any
+) -> None:
+    run = run_with_jobs
+    run.tokens_used, run.budget_tokens_max = 9_000, 10_000
+    run.cost_usd, run.budget_cost_usd_max = 0.5, 2.0
+    run.budget_wall_s, run.stop_reason = 600.0, "Budget exceeded: tokens"
+    run.save()
+    code = run.jobs.get(job_id="jc-code")
+    later = timezone.now() + timedelta(seconds=90)
+    waiting = AttemptFactory(job=code, number=3, status=Attempt.Status.QUEUED, not_before=later)
+    code.current_attempt = waiting
+    code.save(update_fields=["current_attempt"])
+    url = reverse("hmi:run-detail", args=[run.run_id])
+    html = viewer.get(url, {"partial": "live"}).content.decode()
+    assert "9,000 of 10,000 tokens" in html and 'class="spend near"' in html
+    assert "$0.5000 of $2.00" in html and "of 600 s wall time" in html
+    assert "Budget exceeded: tokens" in html
+    assert f"waiting (backoff until {later:%H:%M:%S} UTC)" in html
+    # Once the backoff is over, the label goes.
+    waiting.not_before = timezone.now() - timedelta(seconds=1)
+    waiting.save(update_fields=["not_before"])
+    assert "waiting (backoff" not in viewer.get(url, {"partial": "live"}).content.decode()
 
 
 def test_the_runs_list_shows_lanes_and_status(viewer: Any, run_with_jobs: Any) -> None:
@@ -458,3 +476,53 @@ def test_a_refreshed_tail_stays_live(viewer: Any, name: str, tail: str) -> None:
     html = viewer.get(reverse(name), {"agent": "Dir-Code", "partial": "rows"}).content.decode()
     assert f'id="{tail}"' in html and 'data-refresh-on="hmi"' in html
     assert "agent=Dir-Code&amp;partial=rows" in html
+
+
+# -- settings: providers ---------------------------------------------------------------
+
+
+def test_the_models_tab_sets_a_providers_cap_and_adds_a_provider(
+    operator: Any, tree: dict[str, Agent]
+) -> None:
+    from pas_core.models import Provider
+
+    html = operator.get(reverse("hmi:settings") + "?tab=models").content.decode()
+    assert 'id="provider-anthropic"' in html and 'name="max_concurrency" value="8"' in html
+
+    capped = operator.post(reverse("hmi:provider-cap", args=["anthropic"]), {"max_concurrency": 3})
+    added = operator.post(
+        reverse("hmi:provider-save"),
+        {
+            "name": "vllm",
+            "base_url": "http://127.0.0.1:8001/v1",
+            "key_env": "VLLM_API_KEY",
+            "max_concurrency": 12,
+            "structured": "json_schema",
+        },
+    )
+    refused = operator.post(
+        reverse("hmi:provider-save"),
+        {"name": "Bad Name", "base_url": "ftp://x", "max_concurrency": 1, "structured": "none"},
+    )
+
+    assert capped.status_code == 302 and added.status_code == 302
+    assert Provider.objects.get(name="anthropic").max_concurrency == 3
+    vllm = Provider.objects.get(name="vllm")
+    assert (vllm.base_url, vllm.key_env, vllm.max_concurrency) == (
+        "http://127.0.0.1:8001/v1",
+        "VLLM_API_KEY",
+        12,
+    )
+    assert refused.status_code == 400
+    assert "lower-case letters" in refused.content.decode()  # The field's reason, in place.
+    assert not Provider.objects.filter(name="Bad Name").exists()
+
+
+def test_a_viewer_cannot_change_a_provider(client: Any, plain_user: Any, tree: Any) -> None:
+    from pas_core.models import Provider
+
+    client.force_login(plain_user)
+    response = client.post(reverse("hmi:provider-cap", args=["anthropic"]), {"max_concurrency": 1})
+
+    assert response.status_code == 403
+    assert Provider.objects.get(name="anthropic").max_concurrency == 8

@@ -1,11 +1,14 @@
-"""Presentation-only filters: how numbers and JSON read on screen (no logic)."""
+"""Presentation-only filters: how numbers, times and JSON read on screen (no logic)."""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from django import template
+
+from ..labels import event_label, status_label
 
 register = template.Library()
 
@@ -26,6 +29,14 @@ def duration(seconds: Any) -> str:
 
 
 @register.filter
+def seconds_to(start: datetime | None, end: datetime | None) -> float | None:
+    """Return the seconds from ``start`` to ``end`` (None if either is missing)."""
+    if start is None or end is None:
+        return None
+    return (end - start).total_seconds()
+
+
+@register.filter
 def compact_json(value: Any, limit: int = 240) -> str:
     """Return ``value`` as one line of JSON, cut at ``limit`` characters."""
     text = json.dumps(value, sort_keys=True, separators=(", ", ": "), default=str)
@@ -41,3 +52,24 @@ def model_short(model_id: str) -> str:
 @register.filter
 def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+@register.filter
+def event_words(event_type: str) -> str:
+    """Return an event type as words: ``hhmrs_timeout`` -> ``Timed out``."""
+    return event_label(str(event_type or ""))
+
+
+@register.filter
+def words(status: str) -> str:
+    """Return a status as words: ``timed_out`` -> ``timed out``."""
+    return status_label(str(status or ""))
+
+
+@register.filter
+def percent(value: Any) -> str:
+    """Return ``0.25`` as ``25%``."""
+    try:
+        return f"{100 * float(value):.0f}%"
+    except (TypeError, ValueError):
+        return "—"

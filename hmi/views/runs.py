@@ -12,27 +12,30 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from pas_core.models import Agent, Attempt, CommsMessage, Event, Job, Run
-from pas_core.selectors import runs_lanes
+from pas_core.models import Run
 from pas_core.services import retry
 from pas_core.services.submit import run_submit
 
-from ..forms import RunSubmitForm
+from ..forms import RunsFilterForm, RunSubmitForm
+from ..lists import runs_page
 from ..permissions import is_operator, operator_required
-from ..timeline import Span, timeline_build
+from ..run_view import run_live, run_log_counts, run_logs
 from .common import call, fragment, page, user_name
 
-RUNS_PAGE = 100
-LOG_ROWS = 100
 
-
-def _runs_rows() -> dict[str, Any]:
-    runs = list(Run.objects.all()[:RUNS_PAGE])
-    lanes = runs_lanes(runs)
-    return {"runs": [(run, lanes[str(run.run_id)]) for run in runs]}
+def _runs_ctx(request: HttpRequest) -> tuple[dict[str, Any], int]:
+    """Return the runs list's context (filters, one page of rows) and its status."""
+    form = RunsFilterForm(request.GET)
+    query = request.GET.copy()
+    for key in ("partial", "page"):
+        query.pop(key, None)
+    ctx: dict[str, Any] = {"filter_form": form, "filters": query.urlencode()}
+    if not form.is_valid():
+        return {**ctx, "runs": [], "page": None}, 400
+    page_obj, rows = runs_page(form.cleaned_data)
+    return {**ctx, "runs": rows, "page": page_obj}, 200
 
 
 @login_required
@@ -40,9 +43,10 @@ def _runs_rows() -> dict[str, Any]:
 def runs(request: HttpRequest) -> HttpResponse:
     """GET: the list and the submit form. POST (operators): submit a directive."""
     if request.method == "GET":
+        ctx, status = _runs_ctx(request)
         if request.GET.get("partial") == "rows":
-            return fragment(request, "hmi/runs.html#rows", _runs_rows())
-        return page(request, "hmi/runs.html", {"form": RunSubmitForm(), **_runs_rows()})
+            return fragment(request, "hmi/runs.html#rows", ctx, status=status)
+        return page(request, "hmi/runs.html", {"form": RunSubmitForm(), **ctx}, status=status)
     if not is_operator(request.user):
         raise PermissionDenied("Only operators may submit directives.")
     form = RunSubmitForm(request.POST)
@@ -58,74 +62,33 @@ def runs(request: HttpRequest) -> HttpResponse:
             form.add_error(field if field in form.fields else None, reason)
     else:
         status = 400
-    return page(request, "hmi/runs.html", {"form": form, **_runs_rows()}, status=status)
+    ctx, _ = _runs_ctx(request)
+    return page(request, "hmi/runs.html", {"form": form, **ctx}, status=status)
 
 
-def _job_tree(jobs: list[Job]) -> list[dict[str, Any]]:
-    by_parent: dict[str | None, list[Job]] = {}
-    for job in jobs:
-        by_parent.setdefault(job.parent_id, []).append(job)
-
-    def build(job: Job) -> dict[str, Any]:
-        return {"job": job, "children": [build(c) for c in by_parent.get(job.job_id, [])]}
-
-    ids = {j.job_id for j in jobs}
-    return [build(j) for j in jobs if j.parent_id is None or j.parent_id not in ids]
-
-
-def _artifacts(run: Run) -> list[dict[str, Any]]:
-    root = Path(settings.PAS_ARTIFACTS_DIR) / "runs" / str(run.run_id)
-    if not root.is_dir():
-        return []
-    files = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root).as_posix()
-        files.append({"path": rel, "size": path.stat().st_size})
-        if len(files) >= 500:
-            break
-    return files
+def _zoom(request: HttpRequest) -> tuple[tuple[float | None, float | None], dict[str, str]]:
+    """Return the timeline's zoom window (``tl_from``, ``tl_to`` in seconds) and errors."""
+    values: list[float | None] = []
+    errors: dict[str, str] = {}
+    for key in ("tl_from", "tl_to"):
+        raw = request.GET.get(key, "").strip()
+        try:
+            value = float(raw) if raw else None
+        except ValueError:
+            value = None
+        if raw and (value is None or not 0 <= value <= 1e7):
+            errors[key] = f"{key}: seconds from the run's start, 0 or more (got {raw[:20]!r})"
+            value = None
+        values.append(value)
+    return (values[0], values[1]), errors
 
 
-def run_live(run: Run) -> dict[str, Any]:
-    """Return everything the live part of a run's page shows."""
-    now = timezone.now()
-    jobs = list(run.jobs.select_related("agent", "current_attempt").order_by("created_at"))
-    attempts = list(
-        Attempt.objects.filter(job__run=run).select_related("job").order_by("created_at")
-    )
-    order = list(Agent.objects.values_list("agent_id", flat=True))
-    spans = [
-        Span(
-            agent_id=a.agent_id,
-            number=a.number,
-            status=a.status,
-            model=a.model,
-            start=a.started_at or a.created_at,
-            end=a.finished_at if a.status not in ("queued", "running") else None,
-            job_id=a.job_id,
-            error_kind=a.error_kind,
-        )
-        for a in attempts
-    ]
-    timeline = timeline_build(spans, order=order, start=run.started_at or run.created_at, now=now)
-    directors = [j for j in jobs if j.agent.role == "director"]
-    return {
-        "run": run,
-        "job_tree": _job_tree(jobs),
-        "jobs_count": len(jobs),
-        "attempts_count": len(attempts),
-        "timeline": timeline,
-        "lanes": [(j.lane or j.agent_id, j) for j in directors],
-        "artifacts": _artifacts(run),
-        "retryable": sum(1 for j in jobs if j.status == Job.Status.FAILED and j.retryable),
-    }
-
-
-def run_logs(run: Run) -> dict[str, Any]:
-    run_id = str(run.run_id)
-    comms = list(CommsMessage.objects.filter(run_id=run_id).order_by("-id")[:LOG_ROWS])
-    events = list(Event.objects.filter(run_id=run_id).order_by("-id")[:LOG_ROWS])
-    return {"run": run, "comms": comms, "events": events}
+def _detail(request: HttpRequest, run: Run) -> tuple[dict[str, Any], int]:
+    zoom, errors = _zoom(request)
+    query = request.GET.copy()
+    query.pop("partial", None)
+    ctx = {**run_live(run, zoom=zoom), "zoom_errors": errors, "zoom_query": query.urlencode()}
+    return ctx, 400 if errors else 200
 
 
 @login_required
@@ -133,11 +96,12 @@ def run_logs(run: Run) -> dict[str, Any]:
 def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     run = get_object_or_404(Run, run_id=run_id)
     part = request.GET.get("partial")
-    if part == "live":
-        return fragment(request, "hmi/run_detail.html#live", run_live(run))
     if part == "logs":
         return fragment(request, "hmi/run_detail.html#logs", run_logs(run))
-    return page(request, "hmi/run_detail.html", {**run_live(run), **run_logs(run)})
+    ctx, status = _detail(request, run)
+    if part == "live":
+        return fragment(request, "hmi/run_detail.html#live", ctx, status=status)
+    return page(request, "hmi/run_detail.html", {**ctx, **run_log_counts(run)}, status=status)
 
 
 @operator_required
@@ -146,7 +110,8 @@ def run_retry(request: HttpRequest, run_id: str) -> HttpResponse:
     run = get_object_or_404(Run, run_id=run_id)
     jobs, errors, status = call(retry.run_retry, run.run_id, by=user_name(request))
     if errors:
-        ctx = {**run_live(run), **run_logs(run), "retry_errors": errors}
+        ctx, _ = _detail(request, run)
+        ctx = {**ctx, **run_log_counts(run), "retry_errors": errors}
         return page(request, "hmi/run_detail.html", ctx, status=status)
     messages.success(request, f"Retrying {len(jobs)} job(s)")
     return redirect("hmi:run-detail", run_id=run.run_id)

@@ -8,11 +8,12 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from pas_core import config
 from pas_core.services import agents, retry
-from pas_core.services.faults import fault_inject
+from pas_core.services.faults import fault_inject, faults_clear, faults_pending
 
 from .. import selectors
 from ..forms import FaultForm
@@ -41,10 +42,13 @@ def tree(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def tree_beats(request: HttpRequest) -> JsonResponse:
-    """Return each busy node's last heartbeat epoch, for the ages the browser ticks."""
-    beats = {
-        s.dom_id: s.beat_epoch for s in selectors.node_states().values() if s.beat_epoch is not None
-    }
+    """Return each busy node's last heartbeat epoch, for the ages the browser ticks.
+
+    ``?agent=<id>`` asks for one agent only (its page polls every 2 s).
+    """
+    agent = request.GET.get("agent")
+    states = selectors.node_states([agent] if agent else None)
+    beats = {s.dom_id: s.beat_epoch for s in states.values() if s.beat_epoch is not None}
     return JsonResponse({"beats": beats})
 
 
@@ -53,6 +57,13 @@ def _agent_state(agent_id: str) -> selectors.NodeState:
     if state is None:
         raise Http404(f"no agent {agent_id!r}")
     return state
+
+
+def _next(request: HttpRequest) -> str:
+    """Return the page an action came from (an agent's page), if it is one of ours."""
+    back = request.POST.get("next", "") or request.GET.get("next", "")
+    ok = url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()})
+    return back if ok and back.startswith("/") else ""
 
 
 def _actions(
@@ -69,13 +80,18 @@ def _actions(
     ctx: dict[str, Any] = {
         "node": state,
         "fault_form": form or FaultForm(),
+        "faults": faults_pending(agent_id),
         "errors": errors or {},
         "message": message,
+        "next_url": _next(request),
     }
     if request.headers.get("HX-Request") == "true":  # (django-htmx's request.htmx)
         return fragment(request, "hmi/agent_actions.html#actions", ctx, status=status)
     if status == 200 and request.method == "POST":
         messages.success(request, message)
+        back = _next(request)
+        if back:
+            return redirect(back)
         return redirect("hmi:tree")
     return page(request, "hmi/agent_actions.html", ctx, status=status)
 
@@ -134,4 +150,14 @@ def agent_enabled(request: HttpRequest, agent_id: str) -> HttpResponse:
         agents.agent_set_enabled, agent_id, value == "1", by=user_name(request)
     )
     message = "" if errors else f"{agent_id} {'enabled' if agent.enabled else 'disabled'}"
+    return _actions(request, agent_id, errors=errors, message=message, status=status)
+
+
+@operator_required
+@require_POST
+def agent_faults_clear(request: HttpRequest, agent_id: str) -> HttpResponse:
+    """Disarm every fault of the agent (recorded as ``faults_cleared`` with who did it)."""
+    _agent_state(agent_id)
+    count, errors, status = call(faults_clear, agent_id, by=user_name(request))
+    message = "" if errors else f"{count} fault{'s' if count != 1 else ''} cleared on {agent_id}"
     return _actions(request, agent_id, errors=errors, message=message, status=status)

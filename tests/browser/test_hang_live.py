@@ -17,14 +17,16 @@ from tests.e2e import short_timings, stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-# Every status and model Dir-Code's node shows, in order, recorded in the page.
+# Every status, model and badge Dir-Code's node shows, in order, recorded in the page.
 RECORD_TRAIL = """
 (() => {
   window.__trail = [];
   const note = () => {
     const n = document.getElementById('node-Dir-Code');
     if (!n) return;
-    const step = n.dataset.status + '|' + n.querySelector('.model').textContent.trim();
+    const badge = n.querySelector('[data-badge]');
+    const step = n.dataset.status + '|' + n.querySelector('.model').textContent.trim()
+      + '|' + (badge ? badge.textContent.trim() : '');
     if (window.__trail[window.__trail.length - 1] !== step) window.__trail.push(step);
   };
   note();
@@ -60,10 +62,18 @@ def test_a_hang_on_dir_code_recovers_live_on_the_tree(page: Any, proc_env: Any) 
     models = [step.split("|")[1] for step in trail]
     assert page.evaluate("window.__noReload") == 1
     assert "working" in statuses
-    first_timeout = statuses.index("timed_out")
-    assert "restarting" in statuses[first_timeout:]
-    assert statuses.count("timed_out") >= 2
-    assert "escalated" in statuses
+    # Events that arrive together (a timeout and its restart, an escalation and the
+    # switch it causes) replace the node once: the status jumps to the last one, and the
+    # badge tells the steps between ("timed out → restart"). The story is both.
+    badges = [step.split("|")[2] for step in trail]
+    first_timeout = next(
+        i
+        for i, (s, b) in enumerate(zip(statuses, badges, strict=True))
+        if s == "timed_out" or "timed out" in b
+    )
+    restarted = "restarting" in statuses[first_timeout:]
+    assert restarted or any("restart" in b for b in badges[first_timeout:]), "\n".join(trail)
+    assert "escalated" in statuses or any("escalated" in b for b in badges), "\n".join(trail)
     # The model switch: gemini until the escalation, then llama3.1 marked as not primary.
     assert models[0].startswith("gemini-2.5-flash")
     assert any(m.startswith("llama3.1:8b") and "⇄" in m for m in models)
@@ -73,4 +83,8 @@ def test_a_hang_on_dir_code_recovers_live_on_the_tree(page: Any, proc_env: Any) 
     assert int(counts["timeout"]) >= 2 and int(counts["restart"]) >= 2
     # The run page followed too: timed-out attempts on the timeline, lanes completed.
     assert runs.locator("svg.timeline rect.tl-timed_out").count() >= 2
+    assert runs.locator("svg.timeline .mark-escalation").count() >= 1
+    assert runs.locator("svg.timeline .mark-switch").count() >= 1
+    # After recovery the tree still shows what happened in the last hour.
+    assert "in 1h" in page.locator("#node-Dir-Code .c-restarts").inner_text()
     assert page.console_errors == []

@@ -304,6 +304,8 @@ def test_the_run_page_is_live(page: Any, proc_env: Any, settings: Any, tree: Any
     )
     page.wait_for_selector("[data-run-status]:has-text('completed')", timeout=10_000)
     assert page.locator("svg.timeline rect.tl-running").count() == 0
+    # Comms and events are collapsed; opened, they load and stay live.
+    page.click("#run-logs-box > summary")
     page.wait_for_selector("#run-logs .ev-run_completed", timeout=10_000)
     assert _not_reloaded(page)
     page.goto("/runs/")
