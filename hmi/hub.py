@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 SILENCE_S = 15.0  # After this long without an event: look for missed ones, keep-alive.
 READY_TIMEOUT_S = 5.0
+GAP_PAGE = 500  # Events read per query while filling a gap.
 LINGER_S = 1.0  # The subscription outlives the last stream by this much.
 QUEUE_MAX = 2000  # Batches a slow client may fall behind by before it is dropped.
 FRAGMENTS_MAX = 512  # Batches a page renderer remembers the answer for.
@@ -275,21 +276,34 @@ class Hub:
                 events.append(self.inbox.get_nowait())
             events = [{k: v for k, v in e.items() if k != "type"} for e in events]
             events.sort(key=lambda e: e["id"])
-            await self._fill_gap(events[0]["id"])
+            await self._fill_gaps(events)
             self._send(Batch(events))
             self.last_id = max(self.last_id or 0, events[-1]["id"])
 
-    async def _fill_gap(self, first_id: int) -> None:
-        """Send the stored events between the last one seen and ``first_id``, if any.
+    async def _fill_gaps(self, events: list[dict[str, Any]]) -> None:
+        """Send the stored events missing before or among ``events`` (sorted), if any.
 
-        Pub/sub delivers at most once: while Redis restarts, or while the subscription
-        reconnects, published events reach nobody, yet they are stored. An event
-        committed out of order makes a gap too; it is then sent a little early, and the
-        streams drop its live copy.
+        Pub/sub delivers at most once: while Redis restarts, while the subscription
+        reconnects, or when a publish fails, published events reach nobody, yet they
+        are stored. The gap may be before the batch or inside it (the events received
+        before a reconnect and after it drain together). An event committed out of
+        order makes a gap too; it is then sent a little early, and the streams drop its
+        live copy. A gap that stays (an id a rolled-back transaction took) costs one
+        read.
         """
-        if self.last_id is None or first_id <= self.last_id + 1:
+        if self.last_id is None:
             return
-        missed = await self.fetch(self.last_id, 500, first_id)
+        low, high = self.last_id, events[-1]["id"]
+        have = {e["id"] for e in events if e["id"] > low}
+        if len(have) >= high - low:
+            return
+        missed: list[dict[str, Any]] = []
+        while True:
+            page = await self.fetch(low, GAP_PAGE, high)
+            missed += [e for e in page if e["id"] not in have]
+            if len(page) < GAP_PAGE:
+                break
+            low = page[-1]["id"]
         if missed:
             self._send(Batch(missed, replay=True))
 

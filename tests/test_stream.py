@@ -3,6 +3,7 @@ Last-Event-ID, refusal without a login, and clean-up when the client leaves."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import queue
@@ -324,3 +325,37 @@ def test_a_broadcast_counts_the_open_streams_of_every_web_process(
                 r.close()
     # ...and that is what the answer counts (not the two Redis subscriptions).
     assert answer["clients"] == 5
+
+
+def test_the_hub_fills_a_gap_inside_a_batch_from_the_database() -> None:
+    """Events received before and after a lost publish drain together: the one lost
+    in the middle is read from the database and sent, not skipped."""
+    from hmi.hub import Hub, Listener
+
+    stored = {i: {"id": i, "event_type": "x", "agent_id": "", "data": {}} for i in range(1, 13)}
+    reads: list[tuple[int, int, int | None]] = []
+
+    def fetch(after: int, limit: int, before: int | None) -> list[dict[str, Any]]:
+        reads.append((after, limit, before))
+        ids = [i for i in sorted(stored) if i > after and (before is None or i < before)]
+        return [stored[i] for i in ids[:limit]]
+
+    async def deliver() -> list[int]:
+        hub = Hub(fetch, lambda: 0)
+        hub.last_id = 2
+        listener = Listener("")
+        hub.listeners.add(listener)
+        # 3, 4, 5 arrived; 6 and 7 were lost; 8 to 12 arrived after a reconnect.
+        await hub._fill_gaps([stored[i] for i in (3, 4, 5, 8, 9, 10, 11, 12)])
+        sent: list[int] = []
+        while not listener.queue.empty():
+            batch = listener.queue.get_nowait()
+            assert batch is not None and batch.replay
+            sent += batch.ids
+        # No gap: nothing read, nothing sent.
+        await hub._fill_gaps([stored[i] for i in (3, 4, 5)])
+        assert listener.queue.empty()
+        return sent
+
+    assert asyncio.run(deliver()) == [6, 7]
+    assert len(reads) == 1
