@@ -122,7 +122,15 @@ def test_a_spinning_attempt_gets_its_worker_replaced_and_only_it_is_blamed(
     fault_inject("Prog-Qwen-001", "spin", count=1)
     env = proc_env(PAS_OFFLINE_DELAY_S="5", PAS_WORKER_STALL_S="2")
     with stack(env, agents=20) as running:
-        jobs = _jobs(8, PROGRAMMERS[:4])
+        # The innocent first, in flight on the worker, then the runaway's jobs: a spin
+        # that starts before the others are taken would have nobody to spare.
+        jobs = _jobs(6, PROGRAMMERS[1:4])
+        wait_until(
+            lambda: Attempt.objects.filter(status=Attempt.Status.RUNNING).count() >= 3,
+            "the innocent attempts to run",
+            60,
+        )
+        jobs += _jobs(2, PROGRAMMERS[:1])
         wait_until(lambda: _ended(jobs), "every job to end", 150)
         log = running["agents"].log_text()
 
