@@ -10,9 +10,9 @@ import logging
 from typing import Any
 
 from celery import shared_task
-from celery.signals import task_postrun, task_received, worker_ready, worker_shutdown
+from celery.signals import task_postrun, task_received, task_retry, worker_ready, worker_shutdown
 from celery.worker.control import control_command
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 
 from . import inflight, tron
 from .dispatch import KILL_COMMAND
@@ -49,6 +49,7 @@ def attempt_execute(self: Any, attempt_id: int) -> str:
         # Only before the attempt started (the harness waits out an outage once it
         # runs): nothing was done, so the same message comes back later.
         log.warning("attempt %s waits for the database: %s", attempt_id, exc)
+        _reconnect()
         countdown = worker.db_backoff(self.request.retries)
         raise self.retry(countdown=countdown, max_retries=None) from exc
 
@@ -60,7 +61,26 @@ def tron_sweep() -> int:
         return tron.sweep()
     except DatabaseError as exc:
         log.warning("TRON: no sweep, the database is away: %s", exc)  # The next beat tries.
+        _reconnect()
         return 0
+
+
+def _reconnect() -> None:
+    """Drop this thread's database connection after a database error.
+
+    A connection opened while the database could not be written (SQLite's file made
+    read-only, a full disk) stays read-only for its whole life, even once the file is
+    writable again; Django would keep handing it out (SQLite's is always "usable").
+    The next query opens a fresh one.
+    """
+    with contextlib.suppress(Exception):
+        connection.close()
+
+
+@task_retry.connect
+def _retrying(reason: Any = None, **_kwargs: Any) -> None:
+    if isinstance(reason, DatabaseError):
+        _reconnect()
 
 
 @shared_task(ignore_result=True, **DB_RETRY)

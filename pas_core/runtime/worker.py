@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import logging
 import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -188,6 +189,7 @@ def db_backoff(tries: int) -> float:
 
 
 DB_WAIT_MAX_S = 2.0  # While the database is away, it is asked again at least this often.
+DB_WAIT_LOG_EVERY = 15  # Tries between two "still waiting" lines (about 30 s).
 
 
 def until_db(fn: Callable[[], T], beat: Beater) -> T:
@@ -200,12 +202,19 @@ def until_db(fn: Callable[[], T], beat: Beater) -> T:
     A kill ends the wait (AttemptKilled).
     """
     tries = 0
+    started = time.monotonic()
     while True:
         try:
-            return fn()
+            result = fn()
+            if tries:
+                log.info("the database is back after %.1f s", time.monotonic() - started)
+            return result
         except DatabaseError as exc:
             if tries == 0:
                 log.warning("an attempt waits for the database: %s", exc)
+            elif tries % DB_WAIT_LOG_EVERY == 0:
+                waited_s = time.monotonic() - started
+                log.warning("still waiting for the database after %.0f s: %s", waited_s, exc)
             connection.close()  # A broken connection must not be handed out again.
             pause = min(DB_WAIT_MAX_S, 0.25 * 2**tries)
             slice_s = max(0.05, min(pause, beat.interval_s / 2))
