@@ -167,10 +167,11 @@ def _badge(steps: list[tuple[str, str]]) -> str:
     so "escalated" is never pushed out by "working" and "started".
     """
     if len(steps) > BADGE_STEPS:
-        kept = [i for i, (label, _) in enumerate(steps) if label in _INTERVENTION_LABELS]
-        kept = kept[-BADGE_STEPS:]
-        rest = [i for i in range(len(steps)) if i not in kept]
-        kept += rest[len(rest) - (BADGE_STEPS - len(kept)) :] if len(kept) < BADGE_STEPS else []
+        key = [i for i, (label, _) in enumerate(steps) if label in _INTERVENTION_LABELS]
+        key = key[-BADGE_STEPS:]
+        others = [i for i in range(len(steps)) if i not in key]
+        fill = BADGE_STEPS - len(key)
+        kept = key + (others[-fill:] if fill else [])
         steps = [steps[i] for i in sorted(kept)]
     return " → ".join(label for label, _ in steps)
 

@@ -143,10 +143,6 @@ class NodeState:
     def recent_switches(self) -> int:
         return self.recent.get("switch", 0)
 
-    @property
-    def recent_total(self) -> int:
-        return sum(self.recent.values())
-
 
 def _beats() -> dict[str, float]:
     """Return each agent's last heartbeat epoch from the Redis store (empty if down)."""

@@ -64,12 +64,3 @@ def event_words(event_type: str) -> str:
 def words(status: str) -> str:
     """Return a status as words: ``timed_out`` -> ``timed out``."""
     return status_label(str(status or ""))
-
-
-@register.filter
-def percent(value: Any) -> str:
-    """Return ``0.25`` as ``25%``."""
-    try:
-        return f"{100 * float(value):.0f}%"
-    except (TypeError, ValueError):
-        return "—"
