@@ -105,6 +105,21 @@ def percentile(values: Sequence[float], p: float) -> float:
     return ordered[rank]
 
 
+RESULTS: list[tuple[str, str, str, str]] = []  # (measure, figure, target, verdict)
+
+
+def record(measure: str, figure: str, target: str = "", ok: bool | None = None) -> None:
+    """Print one figure now and keep it for the summary table (``results_table``)."""
+    verdict = "" if ok is None else ("ok" if ok else "MISSED")
+    RESULTS.append((measure, figure, target, verdict))
+    print(f"  {measure}: {figure}" + (f"  (target {target}: {verdict})" if target else ""))
+
+
+def results_table() -> str:
+    """The figures ``record`` kept, as a table."""
+    return table(RESULTS, ["measure", "figure", "target", ""])
+
+
 def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
     """Return rows as an aligned plain-text table."""
     cells = [list(map(str, headers))] + [[str(c) for c in row] for row in rows]

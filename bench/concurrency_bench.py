@@ -63,7 +63,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-RESULTS: list[tuple[str, str, str, str]] = []  # (measure, figure, target, verdict)
+from _util import record, results_table  # noqa: E402
+
 DELAY_S = 2.0  # Every model call (PAS_OFFLINE_DELAY_S), lanes and many.
 LONG_DELAY_S = 10.0  # inflight and hang: long enough for a hundred to overlap.
 DEPTH = 4  # Model calls on the critical path: Architect, Director, Manager, Programmer.
@@ -82,12 +83,6 @@ FIVE_LANES: dict[str, Any] = {
     ),
 }
 OUR_GROUPS: set[int] = set()  # Process groups of this benchmark (for the CPU split).
-
-
-def record(measure: str, figure: str, target: str = "", ok: bool | None = None) -> None:
-    verdict = "" if ok is None else ("ok" if ok else "MISSED")
-    RESULTS.append((measure, figure, target, verdict))
-    print(f"  {measure}: {figure}" + (f"  (target {target}: {verdict})" if target else ""))
 
 
 def ms(seconds: float) -> str:
@@ -1284,7 +1279,7 @@ def main() -> int:
     def wanted(name: str) -> bool:
         return not only or name in only
 
-    from _util import Sandbox, table
+    from _util import Sandbox
 
     box = Sandbox("concurrency-bench")
     box.django()
@@ -1308,7 +1303,7 @@ def main() -> int:
     if wanted("storm"):
         bench_storm(box, args.quick)
     print(f"\n(took {time.monotonic() - started:.0f} s; after: {others_now(2)})\n")
-    print(table(RESULTS, ["measure", "figure", "target", ""]))
+    print(results_table())
     return 0
 
 

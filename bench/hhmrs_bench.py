@@ -23,15 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _util import Sandbox, percentile, table  # noqa: E402
-
-RESULTS: list[tuple[str, str, str, str]] = []  # (measure, figure, target, verdict)
-
-
-def record(measure: str, figure: str, target: str = "", ok: bool | None = None) -> None:
-    verdict = "" if ok is None else ("ok" if ok else "MISSED")
-    RESULTS.append((measure, figure, target, verdict))
-    print(f"  {measure}: {figure}" + (f"  (target {target}: {verdict})" if target else ""))
+from _util import Sandbox, percentile, record, results_table  # noqa: E402
 
 
 def ms(seconds: float) -> str:
@@ -538,7 +530,7 @@ def main() -> int:
     if wanted("live"):
         bench_live(box, 20, 1000)
     print()
-    print(table(RESULTS, ["measure", "figure", "target", ""]))
+    print(results_table())
     return 0
 
 

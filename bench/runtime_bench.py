@@ -31,7 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _util import Sandbox, percentile, table  # noqa: E402
+from _util import Sandbox, percentile, record, results_table  # noqa: E402
 
 FIVE_LANES = {
     "title": "Ship the recommender",
@@ -40,14 +40,7 @@ FIVE_LANES = {
         "ETL, deploy it with CI and docker security checks, and write the docs"
     ),
 }
-RESULTS: list[tuple[str, str, str, str]] = []  # (measure, figure, target, verdict)
 TIME_LIMIT_S = 300  # Every wait is bounded: a stuck run fails the bench, never hangs it.
-
-
-def record(measure: str, figure: str, target: str = "", ok: bool | None = None) -> None:
-    verdict = "" if ok is None else ("ok" if ok else "MISSED")
-    RESULTS.append((measure, figure, target, verdict))
-    print(f"  {measure}: {figure}" + (f"  (target {target}: {verdict})" if target else ""))
 
 
 def ms(seconds: float) -> str:
@@ -219,7 +212,7 @@ def main() -> int:
     bench_overhead(box, 1 if args.quick else 3)
     bench_workers(box, n, 3 if args.quick else 5)
     print()
-    print(table(RESULTS, ["measure", "figure", "target", ""]))
+    print(results_table())
     return 0
 
 
