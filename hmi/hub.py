@@ -45,6 +45,8 @@ GAP_PAGE = 500  # Events read per query while filling a gap.
 LINGER_S = 1.0  # The subscription outlives the last stream by this much.
 QUEUE_MAX = 2000  # Batches a slow client may fall behind by before it is dropped.
 FRAGMENTS_MAX = 512  # Batches a page renderer remembers the answer for.
+BATCH_MAX = 200  # Events formatted in one turn of the loop (a storm takes several).
+TURN_BUDGET_S = 0.002  # Stream writes per event-loop turn (see Pacer).
 
 
 def sse_message(data: str, *, event: str | None = None, event_id: int | None = None) -> str:
@@ -81,6 +83,42 @@ def triggers_text(events: list[dict[str, Any]]) -> str:
             out.append(sse_message(e["run_id"], event="run"))
             out.append(sse_message(e["event_type"], event=f"run-{e['run_id']}"))
     return "".join(out)
+
+
+class Pacer:
+    """Spread the writes of every stream of a process over event-loop turns.
+
+    A storm wakes every stream at once, and a turn of the loop runs every task that is
+    ready: fifty streams writing a storm's events and fragments made one turn last tens
+    of milliseconds. The heartbeat route shares the loop and needs a few turns to answer
+    a beat (request, Redis, reply), so its latency was a few of those turns. With the
+    pacer a turn spends about ``budget_s`` on stream writes; the streams past it wait
+    for the next turn, after the I/O that arrived meanwhile (a beat) has had its go.
+    """
+
+    def __init__(self, budget_s: float = TURN_BUDGET_S) -> None:
+        self.budget_s = budget_s
+        self.spent = 0.0
+        self.reset_pending = False
+
+    def _reset(self) -> None:
+        self.spent = 0.0
+        self.reset_pending = False
+
+    async def turn(self) -> None:
+        """Return when this turn still has budget left (at once, mostly)."""
+        while self.spent >= self.budget_s:
+            self._schedule_reset()
+            await asyncio.sleep(0)  # The next turn: after the I/O that waited.
+
+    def spend(self, seconds: float) -> None:
+        self.spent += seconds
+        self._schedule_reset()
+
+    def _schedule_reset(self) -> None:
+        if not self.reset_pending:
+            self.reset_pending = True
+            asyncio.get_running_loop().call_soon(self._reset)  # Runs at the next turn.
 
 
 _batch_ids = itertools.count(1)
@@ -164,6 +202,7 @@ class Hub:
         self.tasks: list[asyncio.Task[None]] = []
         self.stopper: asyncio.TimerHandle | None = None
         self.renderers: dict[str, PageRenderer] = {}
+        self.pacer = Pacer()
         self.proc = f"{socket.gethostname()}:{os.getpid()}"
         self.redis: Any = None
 
@@ -229,12 +268,21 @@ class Hub:
         try:
             await self._confirm(layer, channel)
             while True:
-                message = await layer.receive(channel)
-                if message.get("type") == "pas.event" and "id" in message:
-                    self.inbox.put_nowait(message)
+                self._take(await layer.receive(channel))
         finally:
             with contextlib.suppress(Exception):
                 await layer.group_discard(GROUP, channel)
+
+    def _take(self, message: dict[str, Any]) -> None:
+        """Put the events of a message in the inbox: ``pas.event`` carries one,
+        ``pas.events`` the list of those a transaction stored (``events_publish``)."""
+        kind = message.get("type")
+        if kind == "pas.event" and "id" in message:
+            self.inbox.put_nowait(message)
+        elif kind == "pas.events":
+            for event in message.get("events") or []:
+                if isinstance(event, dict) and "id" in event:
+                    self.inbox.put_nowait(event)
 
     async def _confirm(self, layer: Any, channel: str) -> None:
         """Wait until Redis has applied our subscription (SUBSCRIBE returns on write).
@@ -251,8 +299,7 @@ class Hub:
                 message = await asyncio.wait_for(layer.receive(channel), READY_TIMEOUT_S)
                 if message.get("type") == "pas.ready" and message.get("marker") == marker:
                     break
-                if message.get("type") == "pas.event" and "id" in message:
-                    self.inbox.put_nowait(message)
+                self._take(message)
         except TimeoutError:
             log.warning("stream hub: no subscription confirmation from Redis")
         finally:
@@ -277,8 +324,11 @@ class Hub:
             events = [{k: v for k, v in e.items() if k != "type"} for e in events]
             events.sort(key=lambda e: e["id"])
             await self._fill_gaps(events)
-            self._send(Batch(events))
             self.last_id = max(self.last_id or 0, events[-1]["id"])
+            for first in range(0, len(events), BATCH_MAX):
+                if first:
+                    await asyncio.sleep(0)  # A storm is formatted over several turns.
+                self._send(Batch(events[first : first + BATCH_MAX]))
 
     async def _fill_gaps(self, events: list[dict[str, Any]]) -> None:
         """Send the stored events missing before or among ``events`` (sorted), if any.

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -41,7 +42,7 @@ from pas_core.auth import bearer, token_check
 from pas_core.models import Event
 from pas_core.stores.events import event_as_dict
 
-from .hub import Batch, Hub, Listener, event_json, hub, sse_message
+from .hub import Batch, Hub, Listener, Pacer, event_json, hub, sse_message
 
 __all__ = ["event_json", "event_stream", "sse_message"]
 
@@ -148,7 +149,19 @@ def _fresh_text(batch: Batch, seen: _Seen) -> str:
     return batch.text if len(fresh) == len(batch.events) else Batch(fresh, replay=batch.replay).text
 
 
-async def _stream(after: int | None, page: str) -> AsyncIterator[str]:
+async def _paced(chunks: AsyncGenerator[str, None], pacer: Pacer) -> AsyncIterator[str]:
+    """Yield ``chunks``, each written within the process's per-turn budget (``Pacer``)."""
+    try:
+        async for chunk in chunks:
+            await pacer.turn()
+            started = time.perf_counter()
+            yield chunk  # Resumes once the server has taken the write (synchronously).
+            pacer.spend(time.perf_counter() - started)
+    finally:
+        await chunks.aclose()
+
+
+async def _stream(after: int | None, page: str) -> AsyncGenerator[str, None]:
     the_hub = _hub()
     listener: Listener = await the_hub.join(page)
     seen = _Seen()
@@ -203,7 +216,8 @@ async def event_stream(request: HttpRequest) -> HttpResponseBase:
     page = request.GET.get("hmi", "")
     page = page if PAGE.fullmatch(page) else ""
     response = StreamingHttpResponse(
-        _stream(_parse_last_id(request), page), content_type="text/event-stream"
+        _paced(_stream(_parse_last_id(request), page), _hub().pacer),
+        content_type="text/event-stream",
     )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # Tell a proxy (nginx) not to buffer the stream.

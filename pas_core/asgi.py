@@ -2,6 +2,7 @@
 
 import gc
 import os
+import sys
 
 from django.core.asgi import get_asgi_application
 
@@ -23,3 +24,8 @@ application = ProtocolTypeRouter({"http": heartbeat_front(ASGIStaticFilesHandler
 get_resolver().url_patterns  # noqa: B018 - import every view now, before the freeze
 gc.collect()
 gc.freeze()
+
+# Threads of this process (sync views, fragment rendering) hand the interpreter back to
+# the event loop after at most this long instead of 5 ms: the loop serves heartbeats,
+# and a beat waits for the interpreter at each of its few turns.
+sys.setswitchinterval(0.001)

@@ -233,3 +233,65 @@ def test_a_hold_whose_release_was_lost_stops_accounting_for_its_attempt() -> Non
         assert workers.held_get(wid) == {9101: 0, 9102: 0}  # Kill still finds both.
     finally:
         workers.worker_forget(wid)
+
+
+def _sqlite_writes(files: list[str], *, reconnect: bool) -> tuple[str, str]:
+    """In one long-lived thread (a pool thread of the agents worker): connect while the
+    SQLite files cannot be written, fail a write, optionally run the task-retry hook,
+    give the files back, write again. Return both outcomes."""
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import DatabaseError, connection
+
+    def write() -> str:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("UPDATE django_migrations SET app = app")
+            return "written"
+        except DatabaseError as exc:
+            return str(exc)
+
+    def during() -> str:
+        connection.close()
+        outcome = write()
+        if reconnect:
+            tasks._retrying(reason=OperationalError(outcome))  # What Celery's retry signals.
+        return outcome
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        subprocess.run(["chattr", "+i", *files], check=True)
+        try:
+            first = pool.submit(during).result()
+        finally:
+            subprocess.run(["chattr", "-i", *files], check=True)
+        second = pool.submit(write).result()
+        pool.submit(lambda: connection.close()).result()
+    return first, second
+
+
+def test_a_connection_opened_while_sqlite_could_not_be_written_is_dropped_after_the_error() -> None:
+    """SQLite opens a file it cannot write read-only, and the connection stays read-only
+    for its life, though the file is writable again: the thread that met the error must
+    drop it (the task-retry hook does), or every task it runs later fails."""
+    import os
+    import shutil
+
+    from django.db import connection
+
+    if connection.vendor != "sqlite" or os.geteuid() != 0 or not shutil.which("chattr"):
+        pytest.skip("needs the SQLite backend, root and chattr")
+    name = str(connection.settings_dict["NAME"])
+    # The database and its write-ahead log; not the shared-memory index, which every
+    # connection maps: writing a mapped immutable page is SIGBUS, not an error.
+    files = [f for f in (name, name + "-wal") if os.path.exists(f)]
+    if not files or "memory" in name:
+        pytest.skip("the test database is not a file")
+
+    failed, after = _sqlite_writes(files, reconnect=False)
+    assert "readonly" in failed
+    assert "readonly" in after  # The mechanism: without reconnecting, never again.
+
+    failed, after = _sqlite_writes(files, reconnect=True)
+    assert "readonly" in failed
+    assert after == "written"

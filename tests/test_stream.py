@@ -186,6 +186,75 @@ def test_an_event_from_another_process_arrives_live(
         reader.close()
 
 
+def test_a_transaction_of_many_events_arrives_live_whole_and_in_order(
+    server: procs.DaphneServer, session_cookie: dict[str, str]
+) -> None:
+    """Events a transaction stored together travel in a few ``pas.events`` messages
+    (200 each), and every stream gets each of them once, live, in order."""
+    from django.db import transaction
+
+    from pas_core.stores import events as event_store
+
+    reader = SseReader(server.url + "/events/stream", cookies=session_cookie).start()
+    try:
+        assert reader.live() == [{"retry": "2000"}]
+        published: list[int] = []
+        real = event_store._publish
+
+        def publish(message: dict[str, Any], what: str) -> int:
+            published.append(len(message.get("events") or [message]))
+            return real(message, what)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(event_store, "_publish", publish)
+            with transaction.atomic():
+                stored = event_store.events_emit(
+                    [("agent_status", {"agent_id": "Dir-Code", "n": n}) for n in range(450)]
+                )
+        assert published == [200, 200, 50]
+        got = events_of(reader.until(lambda m: m.get("id") == str(stored[-1].id)))
+        assert [e["id"] for e in got] == [e.id for e in stored]
+        assert [e["data"]["n"] for e in got] == list(range(450))
+        assert not any(e.get("replay") for e in got)  # Live, not found as a gap.
+    finally:
+        reader.close()
+
+
+def test_the_pacer_spreads_stream_writes_over_turns_of_the_loop() -> None:
+    """Fifty streams woken at once write about a budget's worth per turn of the loop,
+    so what arrived meanwhile (a heartbeat) runs between them."""
+    from hmi.hub import Pacer
+
+    async def run() -> tuple[list[int], int]:
+        pacer = Pacer(budget_s=0.002)
+        turn = 0
+        per_turn: dict[int, int] = {}
+
+        async def ticker() -> None:
+            nonlocal turn
+            while True:
+                turn += 1
+                await asyncio.sleep(0)
+
+        async def stream() -> None:
+            await pacer.turn()
+            per_turn[turn] = per_turn.get(turn, 0) + 1
+            started = time.perf_counter()
+            while time.perf_counter() - started < 0.0005:  # A write: 0.5 ms of work.
+                pass
+            pacer.spend(time.perf_counter() - started)
+
+        tick = asyncio.ensure_future(ticker())
+        await asyncio.gather(*(stream() for _ in range(50)))
+        tick.cancel()
+        return list(per_turn.values()), len(per_turn)
+
+    counts, turns = asyncio.run(run())
+    assert sum(counts) == 50
+    assert max(counts) <= 5  # About 2 ms of 0.5 ms writes, never all fifty in one turn.
+    assert turns >= 10
+
+
 def test_replay_after_last_event_id_gives_exactly_the_missed_events_in_order(
     server: procs.DaphneServer, session_cookie: dict[str, str], proc_env: Any
 ) -> None:

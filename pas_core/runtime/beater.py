@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 
 from ..services.attempts import attempt_beat_record, attempt_running_job
 from ..stores import heartbeats, metrics
@@ -72,4 +72,8 @@ class Beater:
             try:
                 attempt_beat_record(self.attempt_id, progress=progress, message=message)
             except DatabaseError:
-                pass  # A display copy: the beat in Redis is what supervision reads.
+                # A display copy: the beat in Redis is what supervision reads. The
+                # connection goes: one opened while SQLite could not be written stays
+                # read-only for its life (and keeps the process's others so).
+                if not connection.in_atomic_block:
+                    connection.close()
