@@ -325,10 +325,10 @@ class Hub:
             events.sort(key=lambda e: e["id"])
             await self._fill_gaps(events)
             self.last_id = max(self.last_id or 0, events[-1]["id"])
-            for first in range(0, len(events), BATCH_MAX):
-                if first:
+            for start in range(0, len(events), BATCH_MAX):
+                if start:
                     await asyncio.sleep(0)  # A storm is formatted over several turns.
-                self._send(Batch(events[first : first + BATCH_MAX]))
+                self._send(Batch(events[start : start + BATCH_MAX]))
 
     async def _fill_gaps(self, events: list[dict[str, Any]]) -> None:
         """Send the stored events missing before or among ``events`` (sorted), if any.
