@@ -89,6 +89,8 @@ ASGI_APPLICATION = "pas_core.asgi.application"
 # (or anything else django-environ understands) when DATABASE_URL says so.
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's SQLite, with one process's writers queued on a lock (pas_core/sqlite).
+    DATABASES["default"]["ENGINE"] = "pas_core.sqlite"
     _sqlite_name = str(DATABASES["default"]["NAME"])
     DATABASES["default"]["OPTIONS"] = {
         # IMMEDIATE takes the write lock at BEGIN, so two writers queue on the busy

@@ -29,6 +29,7 @@ from django.conf import settings
 
 from tests import procs
 
+SQLITE_ENGINES = ("django.db.backends.sqlite3", "pas_core.sqlite")
 BASE_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 LOCK_TTL_S = 3600
 
@@ -81,7 +82,7 @@ def _isolate_redis() -> None:
 
 _isolate_redis()
 
-if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+if settings.DATABASES["default"]["ENGINE"] in SQLITE_ENGINES:
     # The per-session test database file lives in .run/, which a fresh clone lacks.
     Path(settings.DATABASES["default"]["TEST"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 
@@ -249,7 +250,7 @@ def database_url() -> str:
 
     db = connection.settings_dict
     engine = db["ENGINE"]
-    if engine == "django.db.backends.sqlite3":
+    if engine in SQLITE_ENGINES:
         return f"sqlite:///{Path(db['NAME']).resolve()}"
     if engine == "django.db.backends.postgresql":
         auth = quote(db.get("USER") or "", safe="")

@@ -295,3 +295,73 @@ def test_a_connection_opened_while_sqlite_could_not_be_written_is_dropped_after_
     failed, after = _sqlite_writes(files, reconnect=True)
     assert "readonly" in failed
     assert after == "written"
+
+
+def test_the_threads_of_a_process_queue_for_sqlite_on_a_lock_not_in_the_busy_handler() -> None:
+    """A second thread's transaction waits for the first on the process's writer lock
+    and starts as soon as it commits; a rollback or a close lets go too; a wait longer
+    than the connection's timeout fails as SQLite would."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection, transaction
+
+    from pas_core.sqlite import base as sqlite_base
+
+    if connection.vendor != "sqlite":
+        pytest.skip("the SQLite backend's lock")
+    committed = threading.Event()
+    timeline: list[tuple[str, float]] = []
+
+    def first() -> None:
+        with transaction.atomic():
+            Run.objects.update(message="first")
+            time.sleep(0.3)
+            timeline.append(("first commits", time.monotonic()))
+        committed.set()
+        connection.close()
+
+    def second() -> None:
+        time.sleep(0.05)
+        with transaction.atomic():  # Waits here for first's commit.
+            timeline.append(("second begins", time.monotonic()))
+        connection.close()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for future in [pool.submit(first), pool.submit(second)]:
+            future.result()
+    (a, t_commit), (b, t_begin) = timeline
+    assert (a, b) == ("first commits", "second begins")
+    assert t_begin - t_commit < 0.05  # Handed over at once, not after a busy-handler nap.
+
+    def rolled_back() -> None:
+        with pytest.raises(ZeroDivisionError), transaction.atomic():
+            Run.objects.update(message="never")
+            _ = 1 / 0
+        connection.close()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(rolled_back).result()
+    assert sqlite_base._WRITERS.acquire(timeout=1)  # Let go after the rollback.
+    try:
+
+        def waits_too_long() -> str:
+            try:
+                with transaction.atomic():
+                    return "began"
+            except OperationalError as exc:
+                return str(exc)
+            finally:
+                connection.close()
+
+        wrapper = sqlite_base.DatabaseWrapper
+        original = wrapper._writers_timeout
+        wrapper._writers_timeout = lambda self: 0.2  # type: ignore[method-assign]
+        try:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                assert pool.submit(waits_too_long).result() == "database is locked"
+        finally:
+            wrapper._writers_timeout = original  # type: ignore[method-assign]
+    finally:
+        sqlite_base._WRITERS.release()
