@@ -72,7 +72,12 @@ def test_a_five_lane_directive_completes_on_the_local_model(
         run = wait_run(run_submit(**directive).run_id, timeout=360)
     server.stop()
 
-    assert run.status == Run.Status.COMPLETED, run.message
+    troubles = [
+        f"{job.agent_id} {job.status}: {job.error or (job.result or {}).get('state_reason')}"
+        for job in Job.objects.filter(run=run).order_by("created_at")
+        if job.status != "succeeded" or (job.result or {}).get("state", "completed") != "completed"
+    ]
+    assert run.status == Run.Status.COMPLETED, f"{run.message}; {troubles}"
     assert run.tokens_used > 0  # Real tokens, from the server's streamed usage.
     lanes = Job.objects.filter(run=run, agent__role="director", status="succeeded")
     assert lanes.exists()
