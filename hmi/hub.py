@@ -36,6 +36,7 @@ from pas_core.stores import streams as stream_keys
 from pas_core.stores.events import GROUP
 
 from .fragments import fragments_for_events
+from .pacer import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,6 @@ LINGER_S = 1.0  # The subscription outlives the last stream by this much.
 QUEUE_MAX = 2000  # Batches a slow client may fall behind by before it is dropped.
 FRAGMENTS_MAX = 512  # Batches a page renderer remembers the answer for.
 BATCH_MAX = 200  # Events formatted in one turn of the loop (a storm takes several).
-TURN_BUDGET_S = 0.002  # Stream writes per event-loop turn (see Pacer).
 
 
 def sse_message(data: str, *, event: str | None = None, event_id: int | None = None) -> str:
@@ -83,42 +83,6 @@ def triggers_text(events: list[dict[str, Any]]) -> str:
             out.append(sse_message(e["run_id"], event="run"))
             out.append(sse_message(e["event_type"], event=f"run-{e['run_id']}"))
     return "".join(out)
-
-
-class Pacer:
-    """Spread the writes of every stream of a process over event-loop turns.
-
-    A storm wakes every stream at once, and a turn of the loop runs every task that is
-    ready: fifty streams writing a storm's events and fragments made one turn last tens
-    of milliseconds. The heartbeat route shares the loop and needs a few turns to answer
-    a beat (request, Redis, reply), so its latency was a few of those turns. With the
-    pacer a turn spends about ``budget_s`` on stream writes; the streams past it wait
-    for the next turn, after the I/O that arrived meanwhile (a beat) has had its go.
-    """
-
-    def __init__(self, budget_s: float = TURN_BUDGET_S) -> None:
-        self.budget_s = budget_s
-        self.spent = 0.0
-        self.reset_pending = False
-
-    def _reset(self) -> None:
-        self.spent = 0.0
-        self.reset_pending = False
-
-    async def turn(self) -> None:
-        """Return when this turn still has budget left (at once, mostly)."""
-        while self.spent >= self.budget_s:
-            self._schedule_reset()
-            await asyncio.sleep(0)  # The next turn: after the I/O that waited.
-
-    def spend(self, seconds: float) -> None:
-        self.spent += seconds
-        self._schedule_reset()
-
-    def _schedule_reset(self) -> None:
-        if not self.reset_pending:
-            self.reset_pending = True
-            asyncio.get_running_loop().call_soon(self._reset)  # Runs at the next turn.
 
 
 _batch_ids = itertools.count(1)

@@ -42,7 +42,8 @@ from pas_core.auth import bearer, token_check
 from pas_core.models import Event
 from pas_core.stores.events import event_as_dict
 
-from .hub import Batch, Hub, Listener, Pacer, event_json, hub, sse_message
+from .hub import Batch, Hub, Listener, event_json, hub, sse_message
+from .pacer import Pacer
 
 __all__ = ["event_json", "event_stream", "sse_message"]
 

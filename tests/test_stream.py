@@ -223,7 +223,7 @@ def test_a_transaction_of_many_events_arrives_live_whole_and_in_order(
 def test_the_pacer_spreads_stream_writes_over_turns_of_the_loop() -> None:
     """Fifty streams woken at once write about a budget's worth per turn of the loop,
     so what arrived meanwhile (a heartbeat) runs between them."""
-    from hmi.hub import Pacer
+    from hmi.pacer import Pacer
 
     async def run() -> tuple[list[int], int]:
         pacer = Pacer(budget_s=0.002)
