@@ -297,10 +297,15 @@ def test_a_connection_opened_while_sqlite_could_not_be_written_is_dropped_after_
     assert after == "written"
 
 
-def test_the_threads_of_a_process_queue_for_sqlite_on_a_lock_not_in_the_busy_handler() -> None:
+def test_the_threads_of_a_process_queue_for_sqlite_on_a_lock_not_in_the_busy_handler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A second thread's transaction waits for the first on the process's writer lock
-    and starts as soon as it commits; a rollback or a close lets go too; a wait longer
-    than the connection's timeout fails as SQLite would."""
+    and starts once it commits; a rollback lets go too; a wait longer than the
+    connection's timeout fails as SQLite would ("database is locked").
+
+    SQLite's own busy timeout is 0 here: a second writer that reached SQLite while the
+    first held the database would fail at once. Only the lock can make it wait."""
     import threading
     import time
     from concurrent.futures import ThreadPoolExecutor
@@ -311,29 +316,31 @@ def test_the_threads_of_a_process_queue_for_sqlite_on_a_lock_not_in_the_busy_han
 
     if connection.vendor != "sqlite":
         pytest.skip("the SQLite backend's lock")
-    committed = threading.Event()
-    timeline: list[tuple[str, float]] = []
+    # The threads open their own connections from these settings (the same dict).
+    monkeypatch.setitem(connection.settings_dict["OPTIONS"], "timeout", 0)
+    monkeypatch.setattr(sqlite_base.DatabaseWrapper, "_writers_timeout", lambda self: 5.0)
+    holding = threading.Event()
+    order: list[str] = []
 
     def first() -> None:
         with transaction.atomic():
             Run.objects.update(message="first")
+            holding.set()
             time.sleep(0.3)
-            timeline.append(("first commits", time.monotonic()))
-        committed.set()
+            order.append("first commits")
         connection.close()
 
     def second() -> None:
-        time.sleep(0.05)
-        with transaction.atomic():  # Waits here for first's commit.
-            timeline.append(("second begins", time.monotonic()))
+        assert holding.wait(5)
+        with transaction.atomic():  # Waits here for first's commit, not in SQLite.
+            Run.objects.update(message="second")
+            order.append("second writes")
         connection.close()
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         for future in [pool.submit(first), pool.submit(second)]:
             future.result()
-    (a, t_commit), (b, t_begin) = timeline
-    assert (a, b) == ("first commits", "second begins")
-    assert t_begin - t_commit < 0.05  # Handed over at once, not after a busy-handler nap.
+    assert order == ["first commits", "second writes"]
 
     def rolled_back() -> None:
         with pytest.raises(ZeroDivisionError), transaction.atomic():
@@ -355,13 +362,8 @@ def test_the_threads_of_a_process_queue_for_sqlite_on_a_lock_not_in_the_busy_han
             finally:
                 connection.close()
 
-        wrapper = sqlite_base.DatabaseWrapper
-        original = wrapper._writers_timeout
-        wrapper._writers_timeout = lambda self: 0.2  # type: ignore[method-assign]
-        try:
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                assert pool.submit(waits_too_long).result() == "database is locked"
-        finally:
-            wrapper._writers_timeout = original  # type: ignore[method-assign]
+        monkeypatch.setattr(sqlite_base.DatabaseWrapper, "_writers_timeout", lambda self: 0.2)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            assert pool.submit(waits_too_long).result() == "database is locked"
     finally:
         sqlite_base._WRITERS.release()

@@ -24,6 +24,7 @@ from typing import Any
 from django.db.backends.sqlite3 import base
 from django.db.utils import OperationalError
 
+DEFAULT_TIMEOUT_S = 5.0  # sqlite3's own default busy timeout.
 _WRITERS = threading.Lock()  # Held from BEGIN to COMMIT / ROLLBACK by one thread.
 
 
@@ -35,7 +36,6 @@ def _writers_reset() -> None:
 
 
 os.register_at_fork(after_in_child=_writers_reset)
-DEFAULT_TIMEOUT_S = 5.0  # sqlite3's own default busy timeout.
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
