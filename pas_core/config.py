@@ -24,7 +24,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from .errors import SettingsError
 from .models import HhmrsSettings
-from .stores import effects
+from .stores import effects, statements
 
 __all__ = ["Hhmrs", "SettingsError", "document_get", "document_save", "hhmrs_get", "hhmrs_update"]
 
@@ -209,17 +209,30 @@ def _row() -> HhmrsSettings:
     return row
 
 
+def _settings_row() -> HhmrsSettings | None:
+    return next(iter(HhmrsSettings.objects.filter(pk=1)), None)
+
+
 def hhmrs_get() -> Hhmrs:
-    """Return the live HHMRS settings (one query; read them at call time)."""
-    row = HhmrsSettings.objects.filter(pk=1).first()
+    """Return the live HHMRS settings (one query; read them at call time).
+
+    Every attempt and every sweep reads them: a statement built once, its values
+    converted here (SQLite answers 0/1 for a boolean).
+    """
+    row = statements.row_values(HhmrsSettings, list(HHMRS_FIELDS), 1)
     if row is None:
         return Hhmrs()
-    return Hhmrs(**{key: getattr(row, key) for key in HHMRS_FIELDS})
+    return Hhmrs(
+        **{
+            key: spec[0](value)
+            for (key, spec), value in zip(HHMRS_FIELDS.items(), row, strict=True)
+        }
+    )
 
 
 def document_get() -> dict[str, Any]:
     """Return the whole settings document in the seed's shape."""
-    row = HhmrsSettings.objects.filter(pk=1).first()
+    row = _settings_row()
     doc: dict[str, Any] = {"hhmrs": hhmrs_get().as_dict()}
     for name, defaults in SECTIONS.items():
         doc[name] = {**defaults, **(getattr(row, name) if row else {})}

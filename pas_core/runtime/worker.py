@@ -61,12 +61,11 @@ def attempt_execute(attempt_id: int, *, redelivered: bool = False) -> str:
     it died. The attempt is then failed as a crash at once instead of waiting for TRON
     to notice its beats stopped; it is never run again.
     """
-    attempt = (
-        Attempt.objects.select_related("job", "job__run", "job__parent", "agent")
-        .filter(pk=attempt_id)
-        .first()
-    )
-    if attempt is None:
+    try:
+        # ``get`` orders nothing: the model's default order (by job) made resolving the
+        # ORDER BY against these joined columns half the cost of this statement.
+        attempt = Attempt.objects.select_related("job", "job__run", "agent").get(pk=attempt_id)
+    except Attempt.DoesNotExist:
         return "missing"
     if attempt.job.current_attempt_id != attempt.pk:
         return "stale"  # Fencing: a newer attempt took over; this message is old.

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from django.db import connection
 from django.utils import timezone
 
 from .. import policy
 from ..errors import NotFound, ServiceError
 from ..models import Agent, Attempt, Provider
+from ..stores import statements
 from ..stores.events import event_emit, events_emit
 
 
@@ -21,18 +23,24 @@ def agents_status_set(agent_ids: Iterable[str], status: str, *, unless_busy: boo
     ids = list(dict.fromkeys(agent_ids))
     if not ids:
         return
-    if len(ids) == 1 and not (unless_busy and status == Agent.Status.IDLE):
-        _one_status_set(ids[0], status)  # Every step does this: one statement, not two.
+    if len(ids) == 1:
+        # Every step does this twice: a conditional update or two, no reads.
+        if not (unless_busy and status == Agent.Status.IDLE):
+            _one_status_set(ids[0], status)
+        elif not _one_status_set(ids[0], status, busy=False):
+            _one_status_set(ids[0], Agent.Status.WORKING, busy=True)
         return
     targets = dict.fromkeys(ids, status)
     if unless_busy and status == Agent.Status.IDLE:
         busy = Attempt.objects.filter(agent_id__in=ids, status=Attempt.Status.RUNNING)
-        for agent_id in busy.values_list("agent_id", flat=True):
+        for agent_id in busy.order_by().values_list("agent_id", flat=True):
             targets[agent_id] = Agent.Status.WORKING
     changed: set[str] = set()
     for target in set(targets.values()):
         group = [a for a, s in targets.items() if s == target]
-        rows = Agent.objects.filter(agent_id__in=group, enabled=True).exclude(status=target)
+        rows = (
+            Agent.objects.filter(agent_id__in=group, enabled=True).exclude(status=target).order_by()
+        )
         moved = list(rows.values_list("agent_id", flat=True))
         if moved:
             Agent.objects.filter(agent_id__in=moved).update(
@@ -44,10 +52,37 @@ def agents_status_set(agent_ids: Iterable[str], status: str, *, unless_busy: boo
     )
 
 
-def _one_status_set(agent_id: str, status: str) -> None:
-    rows = Agent.objects.filter(agent_id=agent_id, enabled=True).exclude(status=status)
-    if rows.update(status=status, updated_at=timezone.now()):
-        event_emit("agent_status", {"agent_id": agent_id, "status": status})
+def _one_status_set(agent_id: str, status: str, *, busy: bool | None = None) -> bool:
+    """Set one agent's status unless it has it (and, with ``busy``, only if the agent
+    runs an attempt, or only if it runs none); return whether it changed.
+
+    A statement built once (``stores.statements``): every step does this twice.
+    """
+    extra = ""
+    if busy is not None:
+        extra = ("" if busy else "NOT ") + _running_test()
+    moved = statements.rows_update(
+        Agent,
+        {"status": status, "updated_at": timezone.now()},
+        equal={"pk": agent_id, "enabled": True},
+        differ={"status": status},
+        extra=extra,
+        extra_params=[Attempt.Status.RUNNING] if extra else [],
+    )
+    if not moved:
+        return False
+    event_emit("agent_status", {"agent_id": agent_id, "status": status})
+    return True
+
+
+def _running_test() -> str:
+    """SQL: the agent row (``{table}``) has a running attempt (one parameter: the status)."""
+    quote, attempts = connection.ops.quote_name, Attempt._meta.db_table
+    agent = statements.field_of(Attempt, "agent").column
+    return (
+        f"EXISTS (SELECT 1 FROM {quote(attempts)} WHERE {quote(attempts)}.{quote(agent)}"
+        f" = {{table}}.{quote(Agent._meta.pk.column)} AND {quote(attempts)}.{quote('status')} = %s)"
+    )
 
 
 def agent_status_set(agent_id: str, status: str, *, unless_busy: bool = False) -> None:

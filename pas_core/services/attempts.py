@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Max, OuterRef, Subquery
@@ -26,7 +27,10 @@ Phase = str
 
 
 def attempts_create(
-    items: Sequence[tuple[Job, Phase, str | None]], *, delays: dict[str, float] | None = None
+    items: Sequence[tuple[Job, Phase, str | None]],
+    *,
+    delays: dict[str, float] | None = None,
+    locked: bool = False,
 ) -> list[Attempt]:
     """Give each job a new current attempt (``(job, phase, model)``; None: the agent's).
 
@@ -34,7 +38,8 @@ def attempts_create(
     the attempts are sent over one broker connection once the transaction commits.
     ``delays`` (job id -> seconds) holds a restart back: its attempt waits, queued,
     until ``not_before``. Jobs whose status does not allow it (ended meanwhile) get
-    none. One job is a list of one.
+    none. One job is a list of one. ``locked``: the caller's transaction has locked
+    these jobs already (rows read after the lock, with their agents): not read again.
     """
     delays = delays or {}
     now = timezone.now()
@@ -43,35 +48,44 @@ def attempts_create(
     with transaction.atomic():
         pks = sorted({job.pk for job, _, _ in items})
         # Lock the jobs first, in pk order: the order every writer takes them in.
-        locked = {
-            job.pk: job
-            for job in Job.objects.select_for_update(of=("self",))
+        rows = (
+            [job for job, _, _ in items]
+            if locked
+            else Job.objects.select_for_update(of=("self",))
             .select_related("agent")
             .filter(pk__in=pks)
             .order_by("pk")
-        }
+        )
+        held = {job.pk: job for job in rows}
         top = dict(
             Attempt.objects.filter(job_id__in=pks)
+            .order_by()  # The default order (by job) would join the jobs for nothing.
             .values("job_id")
             .annotate(n=Max("number"))
             .values_list("job_id", "n")
         )
         fresh = [
             Attempt(
-                job=locked[job.pk],
+                job=held[job.pk],
                 number=(top.get(job.pk) or 0) + 1,
                 phase=phase,
                 agent_id=job.agent_id,
-                model=locked[job.pk].agent.current_model if model is None else model,
+                model=held[job.pk].agent.current_model if model is None else model,
                 celery_task_id=uuid.uuid4().hex,
                 not_before=now + timedelta(seconds=delays[job.pk]) if delays.get(job.pk) else None,
             )
             for job, phase, model in items
-            if job.pk in locked
+            if job.pk in held
         ]
         Attempt.objects.bulk_create(fresh)
-        newest = Attempt.objects.filter(job=OuterRef("pk")).order_by("-number").values("pk")[:1]
-        moved = set(jobs_move(pks, to=Job.Status.QUEUED, current_attempt=Subquery(newest)))
+        newest: Any = (
+            fresh[0].pk  # One job: its new attempt (a plain value writes faster).
+            if len(fresh) == 1 and fresh[0].pk is not None
+            else Subquery(
+                Attempt.objects.filter(job=OuterRef("pk")).order_by("-number").values("pk")[:1]
+            )
+        )
+        moved = set(jobs_move(pks, to=Job.Status.QUEUED, current_attempt=newest))
         sent = [a for a in fresh if a.job_id in moved]
         callers = {job.pk: job for job, _, _ in items}
         for attempt in sent:  # The callers' objects see what the rows now say.

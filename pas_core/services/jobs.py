@@ -81,12 +81,17 @@ def attempt_finish(
     with transaction.atomic():
         # The job row is locked before the attempt row is written, in the order the
         # supervision services take them: the reverse order can deadlock on PostgreSQL.
-        job = (
+        # Only the fencing column is read again: the job, its run and parent came with
+        # the attempt, and nothing else of them changes while an attempt runs.
+        current_id = (
             Job.objects.select_for_update(of=("self",))
-            .select_related("agent", "run", "parent")
-            .get(pk=attempt.job_id)
+            .filter(pk=attempt.job_id)
+            .values_list("current_attempt_id", flat=True)
+            .get()
         )
-        current = job.current_attempt_id == attempt.pk
+        job = attempt.job
+        job.current_attempt_id, job.agent = current_id, attempt.agent
+        current = current_id == attempt.pk
         now = timezone.now()
         if current:
             won = attempt_move(
@@ -116,7 +121,7 @@ def job_delegate(job: Job, attempt: Attempt, children: list[ChildCard]) -> None:
     agents = Agent.objects.in_bulk([agent_id for agent_id, _, _ in children])
     ids = [child_job_id(job, a, lane, i) for i, (a, _, lane) in enumerate(children)]
     # Already created by an earlier winner of this step (a retry): left as they are.
-    existing = set(Job.objects.filter(pk__in=ids).values_list("pk", flat=True))
+    existing = set(Job.objects.filter(pk__in=ids).order_by().values_list("pk", flat=True))
     fresh: list[Job] = []
     lines = []
     for child_id, (agent_id, card, lane) in zip(ids, children, strict=True):
@@ -150,7 +155,8 @@ def job_delegate(job: Job, attempt: Attempt, children: list[ChildCard]) -> None:
     created = Job.objects.bulk_create(fresh)  # One statement for every child.
     comms_log_many(lines)
     agents_status_set([job.agent_id], Agent.Status.IDLE, unless_busy=True)
-    attempts_create([(child, Attempt.Phase.STEP, None) for child in created])
+    # Rows this transaction just inserted: no other writer can see them, let alone lock.
+    attempts_create([(child, Attempt.Phase.STEP, None) for child in created], locked=True)
 
 
 def job_succeed(job: Job, attempt: Attempt, result: dict[str, Any]) -> None:
@@ -169,10 +175,11 @@ def job_succeed(job: Job, attempt: Attempt, result: dict[str, Any]) -> None:
             "attempt": attempt.number,
         },
     )
-    if job.parent is not None:
+    parent = _parent_lock(job.parent_id) if job.parent_id else None
+    if parent is not None:
         comms_log(
             sender=job.agent_id,
-            recipient=job.parent.agent_id,
+            recipient=parent.agent_id,
             kind="RESPONSE",
             message=f"{'Report' if attempt.phase == 'aggregate' else 'Result'} {job.pk}: {state}",
             llm_model=attempt.model,
@@ -182,23 +189,27 @@ def job_succeed(job: Job, attempt: Attempt, result: dict[str, Any]) -> None:
             metadata={"job_id": job.pk},
         )
     job.status, job.result = Job.Status.SUCCEEDED, result
-    job_after_end(job)
+    job_after_end(job, parent=parent)
 
 
-def job_after_end(job: Job) -> None:
+def _parent_lock(parent_id: str) -> Job:
+    """Lock and return a parent job, with its agent."""
+    return Job.objects.select_for_update(of=("self",)).select_related("agent").get(pk=parent_id)
+
+
+def job_after_end(job: Job, *, parent: Job | None = None) -> None:
     """Once a job has ended: aggregate its parent if every sibling has, or end the run.
 
     The parent row is locked first: two siblings ending at once both wait on it, and
     the second sees the first one committed, so exactly one of them sends it.
+    ``parent``: locked already by the caller (``_parent_lock``) in this transaction.
     """
     if job.parent_id is None:
         run_finish(job.run_id, job)
         return
-    parent = (
-        Job.objects.select_for_update(of=("self",)).select_related("agent").get(pk=job.parent_id)
-    )
+    parent = parent or _parent_lock(job.parent_id)
     if parent.status != Job.Status.WAITING:
         return
     if Job.objects.filter(parent_id=parent.pk).exclude(status__in=TERMINAL).exists():
         return
-    attempts_create([(parent, Attempt.Phase.AGGREGATE, None)])
+    attempts_create([(parent, Attempt.Phase.AGGREGATE, None)], locked=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from django.db import models, transaction
@@ -21,6 +22,7 @@ from django.utils import timezone
 
 from .. import policy
 from ..models import Attempt, Job, Run
+from ..stores import statements
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +47,50 @@ def _move(
     table = _TABLES[model]
     if to not in table:
         raise ValueError(f"{model.__name__} has no status {to!r}")
-    rows = model._default_manager.filter(status__in=policy.sources(table, to), **(where or {}))
+    sources = policy.sources(table, to)
+
+    def rows() -> models.QuerySet[Any]:
+        return model._default_manager.filter(status__in=sources, **(where or {}))
+
     if len(wanted) == 1:
         # One row: the conditional UPDATE alone says whether it won.
-        moved = wanted if rows.filter(pk=wanted[0]).update(status=to, **fields) else []
+        count = _update_one(model, wanted[0], sources, where or {}, {"status": to, **fields})
+        if count is None:
+            count = rows().filter(pk=wanted[0]).update(status=to, **fields)
+        moved = wanted if count else []
     else:
         # Many: lock the rows that qualify (re-checked once locked), then move exactly
         # those. The caller's transaction holds the locks until it commits.
         with transaction.atomic():
-            locked = rows.select_for_update(of=("self",)).filter(pk__in=wanted)
+            locked = rows().select_for_update(of=("self",)).filter(pk__in=wanted).order_by()
             moved = list(locked.values_list("pk", flat=True))
             if moved:
                 model._default_manager.filter(pk__in=moved).update(status=to, **fields)
     if len(moved) < len(wanted):
         _refused(model, [pk for pk in wanted if pk not in set(moved)], to)
     return moved
+
+
+def _update_one(
+    model: type[models.Model],
+    pk: Any,
+    sources: Iterable[str],
+    where: dict[str, Any],
+    values: dict[str, Any],
+) -> int | None:
+    """Move one row with a statement built once (``stores.statements``); return how many
+    rows changed, or None when a value is an expression or a test not plain equality
+    (the caller lets the ORM write it). Each step writes a status about five times.
+    """
+    plain = (str, int, float, bool, dict, list, type(None), datetime)
+    if any("__" in key or value is None for key, value in where.items()) or not all(
+        isinstance(value, plain) for value in (*where.values(), *values.values())
+    ):
+        return None
+    equal = {"pk": pk, "status": frozenset(sources), **where}
+    if "status" in where:  # Both tests on one column: the row must pass both.
+        equal["status"] = frozenset(sources) & {where["status"]}
+    return statements.rows_update(model, values, equal=equal)
 
 
 def _refused(model: type[models.Model], pks: list[Any], to: str) -> None:

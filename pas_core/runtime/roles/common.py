@@ -31,6 +31,11 @@ def subordinates(agent: Agent, role: str) -> QuerySet[Agent]:
     )
 
 
+def subordinate_ids(agent: Agent, role: str) -> list[str]:
+    """Return the ids of ``agent``'s enabled subordinates of ``role``, in tree order."""
+    return list(subordinates(agent, role).values_list("agent_id", flat=True))
+
+
 # The most a reply may take, per schema: a bounded reply (see llm.schemas.wire_schema)
 # fits; a model that loops is cut off here instead of streaming until the read timeout.
 MAX_TOKENS = {

@@ -22,7 +22,16 @@ from ..context import context_budget, repo_map, task_files
 from ..files import write_json
 from ..types import ChildCard, Delegate, StepContext
 from ..workspace import Workspace, info_read, info_write, workspace_of, workspace_prepare
-from .common import PRIORITY_NORMAL, ask, card_paths, lane_of, remap, subordinates, usage
+from .common import (
+    PRIORITY_NORMAL,
+    ask,
+    card_paths,
+    lane_of,
+    remap,
+    subordinate_ids,
+    subordinates,
+    usage,
+)
 
 # -- steps -------------------------------------------------------------------------
 
@@ -174,7 +183,7 @@ def architect_step(ctx: StepContext) -> Delegate:
 
 def director_step(ctx: StepContext) -> Delegate:
     card, lane = ctx.job.card, lane_of(ctx)
-    managers = [a.agent_id for a in subordinates(ctx.agent, Role.MANAGER)]
+    managers = subordinate_ids(ctx.agent, Role.MANAGER)
     if not managers:
         raise AttemptError("error", f"{ctx.agent.agent_id} has no enabled Manager")
     duty = (
@@ -238,7 +247,7 @@ def director_step(ctx: StepContext) -> Delegate:
 
 def manager_step(ctx: StepContext) -> Delegate:
     card, lane = ctx.job.card, lane_of(ctx)
-    programmers = [a.agent_id for a in subordinates(ctx.agent, Role.PROGRAMMER)]
+    programmers = subordinate_ids(ctx.agent, Role.PROGRAMMER)
     if not programmers:
         raise AttemptError("error", f"{ctx.agent.agent_id} has no enabled Programmer")
     duty = (

@@ -1,0 +1,115 @@
+"""Statements built once: the few writes and reads every agent step makes, without the
+ORM building their SQL anew each time.
+
+The ORM spends about 0.3 ms of CPU building a one-row ``UPDATE`` that SQLite runs in
+30 us, and every step makes a dozen of them; the agents worker runs hundreds of steps a
+minute on one interpreter. These helpers build each statement's text once per shape
+(model, columns, tests) from the model's metadata, and prepare every value with its
+field (``get_db_prep_save`` / ``get_db_prep_value``), exactly as the ORM would. Errors
+come out of Django's cursor wrapper as the ORM's do (``DatabaseError``). Anything
+beyond plain equality, ``IN`` and ``<>`` stays with the ORM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from django.db import connection, models
+
+_SQL: dict[tuple[Any, ...], str] = {}
+
+
+def field_of(model: type[models.Model], name: str) -> models.Field[Any, Any]:
+    """Return the concrete field ``name`` of ``model`` ("pk" is its primary key)."""
+    field = model._meta.pk if name == "pk" else model._meta.get_field(name)
+    if not isinstance(field, models.Field):
+        raise TypeError(f"{model.__name__}.{name} is not a column")
+    return field
+
+
+def _column(model: type[models.Model], name: str) -> str:
+    return connection.ops.quote_name(field_of(model, name).column)
+
+
+def _tests(
+    model: type[models.Model], equal: dict[str, Any], differ: dict[str, Any]
+) -> tuple[list[str], list[Any]]:
+    """Return the SQL tests and their parameters: ``=`` (``IN`` for a collection), ``<>``."""
+    tests: list[str] = []
+    params: list[Any] = []
+    for name, value in equal.items():
+        field = field_of(model, name)
+        if isinstance(value, Collection) and not isinstance(value, str):
+            values = sorted(value)
+            tests.append(f"{_column(model, name)} IN ({', '.join(['%s'] * len(values))})")
+            params += [field.get_db_prep_value(v, connection) for v in values]
+        else:
+            tests.append(f"{_column(model, name)} = %s")
+            params.append(field.get_db_prep_value(value, connection))
+    for name, value in differ.items():
+        tests.append(f"NOT ({_column(model, name)} = %s)")
+        params.append(field_of(model, name).get_db_prep_value(value, connection))
+    return tests, params
+
+
+def _shape(equal: dict[str, Any], differ: dict[str, Any]) -> tuple[Any, ...]:
+    sizes = tuple(
+        len(v) if isinstance(v, Collection) and not isinstance(v, str) else -1
+        for v in equal.values()
+    )
+    return (connection.vendor, tuple(equal), sizes, tuple(differ))
+
+
+def rows_update(
+    model: type[models.Model],
+    values: dict[str, Any],
+    *,
+    equal: dict[str, Any],
+    differ: dict[str, Any] | None = None,
+    extra: str = "",
+    extra_params: Sequence[Any] = (),
+) -> int:
+    """``UPDATE <model> SET <values> WHERE <equal> AND <differ> [AND <extra>]``; return
+    how many rows changed.
+
+    ``equal``: field -> value (a collection: ``IN``; an empty one matches nothing);
+    ``differ``: field -> value it must not have; ``extra``: one more SQL test, with
+    ``{table}`` standing for the model's quoted table name, and its parameters.
+    None values in ``equal`` would need ``IS NULL``: use the ORM for those.
+    """
+    differ = differ or {}
+    if any(isinstance(v, Collection) and not isinstance(v, str) and not v for v in equal.values()):
+        return 0  # ``IN ()`` matches nothing (and is not SQL on PostgreSQL).
+    if any(v is None for v in (*equal.values(), *differ.values())):
+        raise ValueError("rows_update tests equality only; a None needs IS NULL")
+    key = ("update", model, tuple(values), _shape(equal, differ), extra)
+    tests, params = _tests(model, equal, differ)
+    sql = _SQL.get(key)
+    if sql is None:
+        table = connection.ops.quote_name(model._meta.db_table)
+        sets = ", ".join(f"{_column(model, name)} = %s" for name in values)
+        where = " AND ".join(tests + ([extra.format(table=table)] if extra else []))
+        sql = _SQL[key] = f"UPDATE {table} SET {sets} WHERE {where}"
+    prepared = [field_of(model, k).get_db_prep_save(v, connection) for k, v in values.items()]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*prepared, *params, *extra_params])
+        return int(cursor.rowcount)
+
+
+def row_values(model: type[models.Model], names: Sequence[str], pk: Any) -> tuple[Any, ...] | None:
+    """Return the raw column values ``names`` of the row ``pk`` (None if there is none).
+
+    Raw: as the database returns them (SQLite gives 0/1 for a boolean); the caller
+    converts what it needs.
+    """
+    key = ("select", model, tuple(names), connection.vendor)
+    sql = _SQL.get(key)
+    if sql is None:
+        table = connection.ops.quote_name(model._meta.db_table)
+        columns = ", ".join(_column(model, name) for name in names)
+        sql = _SQL[key] = f"SELECT {columns} FROM {table} WHERE {_column(model, 'pk')} = %s"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [field_of(model, "pk").get_db_prep_value(pk, connection)])
+        row = cursor.fetchone()
+    return tuple(row) if row is not None else None
