@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -45,7 +46,8 @@ def is_file(base: Path, path: str) -> bool:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write then rename: a reader (or a killed attempt) never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Process and thread: the agents worker runs many attempts in one process.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
 

@@ -1,0 +1,99 @@
+"""Statements built once (stores/statements.py): they write and read what the ORM would."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from pas_core.config import hhmrs_get, hhmrs_update
+from pas_core.models import Agent, Attempt, Job, Run
+from pas_core.services.agents import agents_status_set
+from pas_core.stores import statements
+
+
+def _job(status: str = "running") -> Job:
+    run = Run.objects.create(title="Rows", goal="Write rows", status="running")
+    return Job.objects.create(
+        job_id=f"jc-{uuid.uuid4().hex[:12]}", run=run, agent_id="Dir-Code", status=status
+    )
+
+
+@pytest.mark.django_db
+def test_an_update_prepares_every_value_as_the_orm_does(tree: Any) -> None:
+    job = _job()
+    attempt = Attempt.objects.create(job=job, number=1, agent_id=job.agent_id, status="running")
+    Job.objects.filter(pk=job.pk).update(current_attempt=attempt)
+    when = timezone.now() - timedelta(minutes=3)
+    result = {"state": "completed", "files": ["a.py"], "note": 'naïve "quotes"'}
+
+    changed = statements.rows_update(
+        Job,
+        {"status": "succeeded", "result": result, "finished_at": when, "error": ""},
+        equal={"pk": job.pk, "status": {"running", "waiting"}, "current_attempt": attempt.pk},
+    )
+
+    assert changed == 1
+    job.refresh_from_db()
+    assert (job.status, job.result, job.finished_at) == ("succeeded", result, when)
+
+
+@pytest.mark.django_db
+def test_an_update_changes_only_rows_passing_every_test(tree: Any) -> None:
+    job = _job("queued")
+
+    # Wrong status, a value it must not have, an empty IN: nothing changes.
+    assert (
+        statements.rows_update(Job, {"status": "x"}, equal={"pk": job.pk, "status": "running"}) == 0
+    )
+    assert (
+        statements.rows_update(
+            Job, {"status": "x"}, equal={"pk": job.pk}, differ={"status": "queued"}
+        )
+        == 0
+    )
+    assert statements.rows_update(Job, {"status": "x"}, equal={"pk": job.pk, "status": set()}) == 0
+    assert Job.objects.get(pk=job.pk).status == "queued"
+    with pytest.raises(ValueError, match="IS NULL"):
+        statements.rows_update(Job, {"status": "x"}, equal={"parent": None})
+
+
+@pytest.mark.django_db
+def test_a_row_is_read_raw_or_none(tree: Any) -> None:
+    job = _job()
+
+    assert statements.row_values(Job, ["status", "agent"], job.pk) == ("running", "Dir-Code")
+    assert statements.row_values(Job, ["status"], "jc-none") is None
+
+
+@pytest.mark.django_db
+def test_the_settings_read_converts_each_value_to_its_type(tree: Any) -> None:
+    hhmrs_update({"enable_auto_restart": False, "heartbeat_interval_s": 7, "max_restarts": 4})
+
+    cfg = hhmrs_get()
+
+    assert cfg.enable_auto_restart is False and cfg.enable_llm_switching is True
+    assert cfg.heartbeat_interval_s == 7.0 and isinstance(cfg.heartbeat_interval_s, float)
+    assert cfg.max_restarts == 4 and isinstance(cfg.max_restarts, int)
+    assert cfg.as_dict()["enable_auto_restart"] is False
+
+
+@pytest.mark.django_db
+def test_an_agent_that_still_runs_an_attempt_reads_working_not_idle(tree: Any) -> None:
+    busy, free = Agent.objects.get(pk="Dir-Code"), Agent.objects.get(pk="Dir-Models")
+    Agent.objects.filter(pk__in=[busy.pk, free.pk]).update(status="timed_out")
+    job = _job()
+    Attempt.objects.create(job=job, number=1, agent_id=busy.pk, status="running")
+
+    agents_status_set([busy.pk], Agent.Status.IDLE, unless_busy=True)
+    agents_status_set([free.pk], Agent.Status.IDLE, unless_busy=True)
+
+    assert Agent.objects.get(pk=busy.pk).status == "working"
+    assert Agent.objects.get(pk=free.pk).status == "idle"
+    # A disabled agent stays as it is.
+    Agent.objects.filter(pk=free.pk).update(enabled=False, status="disabled")
+    agents_status_set([free.pk], Agent.Status.WORKING)
+    assert Agent.objects.get(pk=free.pk).status == "disabled"
