@@ -97,3 +97,46 @@ def test_an_agent_that_still_runs_an_attempt_reads_working_not_idle(tree: Any) -
     Agent.objects.filter(pk=free.pk).update(enabled=False, status="disabled")
     agents_status_set([free.pk], Agent.Status.WORKING)
     assert Agent.objects.get(pk=free.pk).status == "disabled"
+
+
+def _values(obj: Any) -> dict[str, Any]:
+    return {f.attname: getattr(obj, f.attname) for f in obj._meta.concrete_fields}
+
+
+@pytest.mark.django_db
+def test_a_row_with_its_related_rows_equals_what_select_related_reads(
+    tree: Any, django_assert_num_queries: Any
+) -> None:
+    parent = _job("waiting")
+    child = Job.objects.create(
+        job_id=f"{parent.job_id}-m1",
+        run=parent.run,
+        agent_id="Dir-Code",
+        parent=parent,
+        card={"task": "Do it", "files": ["a.py"]},
+        status="running",
+    )
+    attempt = Attempt.objects.create(
+        job=child, number=2, agent_id=child.agent_id, status="running", started_at=timezone.now()
+    )
+    paths = ["job", "job__run", "job__parent", "agent"]
+
+    ours = statements.row_with_related(Attempt, attempt.pk, paths)
+    orm = Attempt.objects.select_related(*paths).get(pk=attempt.pk)
+
+    assert ours is not None
+    for get in (
+        lambda a: a,
+        lambda a: a.job,
+        lambda a: a.job.run,
+        lambda a: a.job.parent,
+        lambda a: a.agent,
+    ):
+        assert _values(get(ours)) == _values(get(orm))
+    with django_assert_num_queries(0):  # The related rows are there already.
+        assert ours.job.card == {"task": "Do it", "files": ["a.py"]}
+        assert ours.job.run.title == "Rows" and ours.agent.enabled is True
+    # A null foreign key joins nothing; a missing row is None.
+    top = statements.row_with_related(Job, parent.pk, ["parent", "run"], lock=True)
+    assert top is not None and top.parent is None and top.run.pk == parent.run_id
+    assert statements.row_with_related(Attempt, 10**9, paths) is None

@@ -35,7 +35,7 @@ from ..selectors import provider_cap
 from ..services.attempts import attempt_fail, attempt_start, attempt_waits
 from ..services.faults import fault_take
 from ..services.jobs import attempt_finish
-from ..stores import slots, workers
+from ..stores import slots, statements, workers
 from ..stores.events import event_emit
 from . import roles
 from .beater import Beater
@@ -61,11 +61,10 @@ def attempt_execute(attempt_id: int, *, redelivered: bool = False) -> str:
     it died. The attempt is then failed as a crash at once instead of waiting for TRON
     to notice its beats stopped; it is never run again.
     """
-    try:
-        # ``get`` orders nothing: the model's default order (by job) made resolving the
-        # ORDER BY against these joined columns half the cost of this statement.
-        attempt = Attempt.objects.select_related("job", "job__run", "agent").get(pk=attempt_id)
-    except Attempt.DoesNotExist:
+    # The attempt with its job, run and agent: a statement built once (what the ORM's
+    # select_related would read, for a tenth of the CPU: every step starts here).
+    attempt = statements.row_with_related(Attempt, attempt_id, ["job", "job__run", "agent"])
+    if attempt is None:
         return "missing"
     if attempt.job.current_attempt_id != attempt.pk:
         return "stale"  # Fencing: a newer attempt took over; this message is old.

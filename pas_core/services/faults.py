@@ -23,6 +23,7 @@ from django.db.models import F, Q
 
 from ..errors import NotFound, ServiceError
 from ..models import Agent, Fault, Role
+from ..stores import statements
 from ..stores.comms import model_short
 from ..stores.events import event_emit
 
@@ -80,6 +81,9 @@ def fault_take(agent_id: str, model: str) -> str | None:
     without the provider). Two workers never take the same unit: the decrement is a
     conditional update that only one of them wins; the loser tries the next fault.
     """
+    # Every step asks, and faults are rare: first the cheapest question, any armed?
+    if not statements.rows_exist(Fault, equal={"agent": agent_id}, extra="{table}.remaining > 0"):
+        return None
     applies = Q(model="") | Q(model=model)
     if model:
         applies |= Q(model=model_short(model))

@@ -13,9 +13,10 @@ beyond plain equality, ``IN`` and ``<>`` stays with the ORM.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import connection, models
+from django.db.models import ForeignKey
 
 _SQL: dict[tuple[Any, ...], str] = {}
 
@@ -113,3 +114,109 @@ def row_values(model: type[models.Model], names: Sequence[str], pk: Any) -> tupl
         cursor.execute(sql, [field_of(model, "pk").get_db_prep_value(pk, connection)])
         row = cursor.fetchone()
     return tuple(row) if row is not None else None
+
+
+def rows_exist(model: type[models.Model], *, equal: dict[str, Any], extra: str = "") -> bool:
+    """Return whether a row passes ``equal`` (and ``extra``, as in ``rows_update``)."""
+    key = ("exist", model, _shape(equal, {}), extra)
+    tests, params = _tests(model, equal, {})
+    sql = _SQL.get(key)
+    if sql is None:
+        table = connection.ops.quote_name(model._meta.db_table)
+        where = " AND ".join(tests + ([extra.format(table=table)] if extra else []))
+        sql = _SQL[key] = f"SELECT 1 FROM {table} WHERE {where} LIMIT 1"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone() is not None
+
+
+class _Joined:
+    """A ``SELECT`` of a row and the rows its foreign keys name (``select_related``),
+    built once: the SQL, and per model its fields and each column's converters."""
+
+    def __init__(self, model: type[models.Model], paths: Sequence[str], lock: bool) -> None:
+        quote = connection.ops.quote_name
+        self.parts: list[tuple[str, type[models.Model], list[Any], list[Any]]] = []
+        self.links: list[tuple[str, str, ForeignKey[Any, Any]]] = []  # parent, child, key
+        joins: list[str] = []
+        aliases = {"": "t0"}
+        models_at: dict[str, type[models.Model]] = {"": model}
+        for path in ["", *paths]:
+            if path:
+                parent_path, _, name = path.rpartition("__")
+                fk = models_at[parent_path]._meta.get_field(name)
+                if not isinstance(fk, ForeignKey):
+                    raise TypeError(f"{path} is not a foreign key")
+                target = fk.related_model
+                if not isinstance(target, type) or not issubclass(target, models.Model):
+                    raise TypeError(f"{path} names no model")
+                alias = aliases[path] = f"t{len(aliases)}"
+                models_at[path] = target
+                self.links.append((parent_path, path, fk))
+                joins.append(
+                    f"{'LEFT OUTER JOIN' if fk.null else 'INNER JOIN'}"
+                    f" {quote(target._meta.db_table)} {alias} ON {aliases[parent_path]}."
+                    f"{quote(fk.column)} = {alias}.{quote(field_of(target, 'pk').column)}"
+                )
+            fields = list(models_at[path]._meta.concrete_fields)
+            converters = []
+            for field in fields:
+                col = field.get_col(aliases[path])
+                found = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+                converters.append((col, found))
+            self.parts.append((path, models_at[path], fields, converters))
+        columns = ", ".join(
+            f"{aliases[path]}.{quote(f.column)}"
+            for path, _, fields, _ in self.parts
+            for f in fields
+        )
+        self.sql = (
+            f"SELECT {columns} FROM {quote(model._meta.db_table)} t0 {' '.join(joins)}"
+            f" WHERE t0.{quote(field_of(model, 'pk').column)} = %s"
+        )
+        if lock and connection.features.has_select_for_update:
+            of = " OF t0" if connection.features.has_select_for_update_of else ""
+            self.sql += f" FOR UPDATE{of}"
+
+    def build(self, row: Sequence[Any]) -> dict[str, models.Model | None]:
+        """Return each path's instance ("" the row itself), as the ORM would make them."""
+        made: dict[str, models.Model | None] = {}
+        start = 0
+        for path, model, fields, converters in self.parts:
+            values = list(row[start : start + len(fields)])
+            start += len(fields)
+            if path and all(v is None for v in values):
+                made[path] = None  # A null foreign key: nothing joined.
+                continue
+            for i, (col, found) in enumerate(converters):
+                for converter in found:
+                    values[i] = converter(values[i], col, connection)
+            made[path] = model.from_db(connection.alias, [f.attname for f in fields], values)
+        for parent_path, path, fk in self.links:
+            parent = made[parent_path]
+            if parent is not None:
+                fk.set_cached_value(parent, made[path])
+        return made
+
+
+_JOINED: dict[tuple[Any, ...], _Joined] = {}
+M = TypeVar("M", bound=models.Model)
+
+
+def row_with_related(
+    model: type[M], pk: Any, paths: Sequence[str], *, lock: bool = False
+) -> M | None:
+    """Return the row ``pk`` of ``model`` with the rows of ``paths`` (foreign keys, as
+    ``select_related`` names them) attached, or None. ``lock``: ``FOR UPDATE`` where
+    the database has it (inside a transaction, as the ORM's ``select_for_update``)."""
+    key = (model, tuple(paths), lock, connection.vendor)
+    joined = _JOINED.get(key)
+    if joined is None:
+        joined = _JOINED[key] = _Joined(model, paths, lock)
+    with connection.cursor() as cursor:
+        cursor.execute(joined.sql, [field_of(model, "pk").get_db_prep_value(pk, connection)])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    root = joined.build(row)[""]
+    return root if isinstance(root, model) else None
