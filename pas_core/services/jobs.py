@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from ..errors import AttemptError
 from ..models import Agent, Attempt, Job, Run
-from ..stores import heartbeats
+from ..stores import heartbeats, statements
 from ..stores.comms import comms_log, comms_log_many
 from ..stores.events import event_emit
 from .agents import agents_status_set
@@ -83,12 +83,10 @@ def attempt_finish(
         # supervision services take them: the reverse order can deadlock on PostgreSQL.
         # Only the fencing column is read again: the job, its run and parent came with
         # the attempt, and nothing else of them changes while an attempt runs.
-        current_id = (
-            Job.objects.select_for_update(of=("self",))
-            .filter(pk=attempt.job_id)
-            .values_list("current_attempt_id", flat=True)
-            .get()
-        )
+        locked = statements.row_values(Job, ["current_attempt"], attempt.job_id, lock=True)
+        if locked is None:
+            raise Job.DoesNotExist(f"job {attempt.job_id} is gone")
+        (current_id,) = locked
         job = attempt.job
         job.current_attempt_id, job.agent = current_id, attempt.agent
         current = current_id == attempt.pk
@@ -118,15 +116,21 @@ def attempt_finish(
 def job_delegate(job: Job, attempt: Attempt, children: list[ChildCard]) -> None:
     """Make the job wait for new child jobs, and send each child its first attempt."""
     job_move(job.pk, to=Job.Status.WAITING)
-    agents = Agent.objects.in_bulk([agent_id for agent_id, _, _ in children])
+    agents = {
+        agent_id: (lane, model)
+        for agent_id, lane, model in statements.rows_values(
+            Agent,
+            ["agent_id", "lane", "current_model"],
+            equal={"pk": {agent_id for agent_id, _, _ in children}},
+        )
+    }
     ids = [child_job_id(job, a, lane, i) for i, (a, _, lane) in enumerate(children)]
     # Already created by an earlier winner of this step (a retry): left as they are.
     existing = set(Job.objects.filter(pk__in=ids).order_by().values_list("pk", flat=True))
     fresh: list[Job] = []
     lines = []
     for child_id, (agent_id, card, lane) in zip(ids, children, strict=True):
-        agent = agents.get(agent_id)
-        if agent is None:
+        if agent_id not in agents:
             raise AttemptError("bad_output", f"delegated to unknown agent {agent_id!r}")
         if child_id in existing:
             continue
@@ -134,16 +138,16 @@ def job_delegate(job: Job, attempt: Attempt, children: list[ChildCard]) -> None:
             Job(
                 job_id=child_id,
                 run=job.run,
-                agent=agent,
+                agent_id=agent_id,
                 card={**card, "id": child_id, "run_id": str(job.run_id)},
                 parent=job,
-                lane=lane or agent.lane,
+                lane=lane or agents[agent_id][0],
             )
         )
         lines.append(
             {
                 "sender": job.agent_id,
-                "recipient": agent.agent_id,
+                "recipient": agent_id,
                 "kind": "CMD",
                 "message": f"Job card {child_id}: {str(card.get('task', ''))[:200]}",
                 "llm_model": attempt.model,
@@ -156,7 +160,9 @@ def job_delegate(job: Job, attempt: Attempt, children: list[ChildCard]) -> None:
     comms_log_many(lines)
     agents_status_set([job.agent_id], Agent.Status.IDLE, unless_busy=True)
     # Rows this transaction just inserted: no other writer can see them, let alone lock.
-    attempts_create([(child, Attempt.Phase.STEP, None) for child in created], locked=True)
+    attempts_create(
+        [(child, Attempt.Phase.STEP, agents[child.agent_id][1]) for child in created], locked=True
+    )
 
 
 def job_succeed(job: Job, attempt: Attempt, result: dict[str, Any]) -> None:

@@ -98,22 +98,44 @@ def rows_update(
         return int(cursor.rowcount)
 
 
-def row_values(model: type[models.Model], names: Sequence[str], pk: Any) -> tuple[Any, ...] | None:
+def row_values(
+    model: type[models.Model], names: Sequence[str], pk: Any, *, lock: bool = False
+) -> tuple[Any, ...] | None:
     """Return the raw column values ``names`` of the row ``pk`` (None if there is none).
 
     Raw: as the database returns them (SQLite gives 0/1 for a boolean); the caller
-    converts what it needs.
+    converts what it needs. ``lock``: ``FOR UPDATE`` where the database has it.
     """
-    key = ("select", model, tuple(names), connection.vendor)
+    rows = rows_values(model, names, equal={"pk": pk}, lock=lock)
+    return rows[0] if rows else None
+
+
+def rows_values(
+    model: type[models.Model],
+    names: Sequence[str],
+    *,
+    equal: dict[str, Any],
+    order: Sequence[str] = (),
+    lock: bool = False,
+) -> list[tuple[Any, ...]]:
+    """Return the raw column values ``names`` of the rows passing ``equal``, in ``order``."""
+    if any(isinstance(v, Collection) and not isinstance(v, str) and not v for v in equal.values()):
+        return []
+    key = ("select", model, tuple(names), _shape(equal, {}), tuple(order), lock)
+    tests, params = _tests(model, equal, {})
     sql = _SQL.get(key)
     if sql is None:
         table = connection.ops.quote_name(model._meta.db_table)
         columns = ", ".join(_column(model, name) for name in names)
-        sql = _SQL[key] = f"SELECT {columns} FROM {table} WHERE {_column(model, 'pk')} = %s"
+        sql = f"SELECT {columns} FROM {table} WHERE {' AND '.join(tests)}"
+        if order:
+            sql += " ORDER BY " + ", ".join(_column(model, name) for name in order)
+        if lock and connection.features.has_select_for_update:
+            sql += " FOR UPDATE"
+        _SQL[key] = sql
     with connection.cursor() as cursor:
-        cursor.execute(sql, [field_of(model, "pk").get_db_prep_value(pk, connection)])
-        row = cursor.fetchone()
-    return tuple(row) if row is not None else None
+        cursor.execute(sql, params)
+        return [tuple(row) for row in cursor.fetchall()]
 
 
 def rows_exist(model: type[models.Model], *, equal: dict[str, Any], extra: str = "") -> bool:

@@ -16,6 +16,7 @@ from ...llm.reply import LlmReply
 from ...llm.schemas import parse_json, paths_of, schema_instructions, wire_schema
 from ...models import Agent
 from ...services.budgets import attempt_spend, run_budget_stop
+from ...stores import statements
 from ..files import write_json
 from ..types import StepContext
 
@@ -33,7 +34,13 @@ def subordinates(agent: Agent, role: str) -> QuerySet[Agent]:
 
 def subordinate_ids(agent: Agent, role: str) -> list[str]:
     """Return the ids of ``agent``'s enabled subordinates of ``role``, in tree order."""
-    return list(subordinates(agent, role).values_list("agent_id", flat=True))
+    rows = statements.rows_values(
+        Agent,
+        ["agent_id"],
+        equal={"parent": agent.agent_id, "role": role, "enabled": True},
+        order=["position", "agent_id"],
+    )
+    return [agent_id for (agent_id,) in rows]
 
 
 # The most a reply may take, per schema: a bounded reply (see llm.schemas.wire_schema)
