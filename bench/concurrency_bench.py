@@ -7,7 +7,8 @@ Needs a Redis server (``REDIS_URL``, default redis://127.0.0.1:6379/0); everythi
 is throwaway (``bench/_util.py``): a SQLite file under a temp dir, a Redis database of
 its own with a key prefix, and the Procfile's processes (``tests/procs.py``): the agents
 worker as the Procfile runs it (Celery's threads pool, ``-c 100``, under
-``pas_core.scripts.supervise``), the hhmrs worker (``-c 1``), beat, and Daphne. Every
+``pas_core.scripts.supervise``), the hhmrs worker (its ``-c`` read from the Procfile),
+beat, and Daphne. Every
 model call takes ``PAS_OFFLINE_DELAY_S`` (2 s; 10 s where attempts must overlap): the
 offline planner sleeps and beats as a streamed reply would.
 
@@ -68,6 +69,9 @@ from _util import record, results_table  # noqa: E402
 DELAY_S = 2.0  # Every model call (PAS_OFFLINE_DELAY_S), lanes and many.
 LONG_DELAY_S = 10.0  # inflight and hang: long enough for a hundred to overlap.
 DEPTH = 4  # Model calls on the critical path: Architect, Director, Manager, Programmer.
+HHMRS_CONCURRENCY = int(
+    re.search(r"^hhmrs:.* -c (\d+)", (HERE.parent / "Procfile").read_text(), re.M).group(1)  # type: ignore[union-attr]
+)  # The stack measured is the one `make run` starts.
 TIME_LIMIT_S = 300  # Every wait is bounded: a stuck phase fails the bench, never hangs it.
 HANG_TIMINGS = {
     "heartbeat_interval_s": 1,
@@ -242,7 +246,9 @@ def stack(
                 procs.agents_worker(env, concurrency=agents, log_dir=logs)
             )
             running["hhmrs"] = stack_.enter_context(
-                procs.celery_worker(env, queues="hhmrs", name="hhmrs", concurrency=1, log_dir=logs)
+                procs.celery_worker(
+                    env, queues="hhmrs", name="hhmrs", concurrency=HHMRS_CONCURRENCY, log_dir=logs
+                )
             )
         if beat:
             running["beat"] = stack_.enter_context(procs.celery_beat(env, log_dir=logs))
@@ -443,7 +449,7 @@ def bench_directives(box: Any, quick: bool, lanes: bool, many: bool) -> None:
     critical = DEPTH * DELAY_S
     print(
         f"\n[lanes/many] five-lane directives, every model call {DELAY_S:g} s; agents worker"
-        " -c 100 (threads, supervised), hhmrs -c 1, beat"
+        f" -c 100 (threads, supervised), hhmrs -c {HHMRS_CONCURRENCY}, beat"
     )
     print(f"  before: {others_now()}")
     with stack(box, delay=DELAY_S) as running:
@@ -584,7 +590,8 @@ def bench_inflight(box: Any, quick: bool, inflight: bool, health: bool) -> None:
 
     cards = 120
     print(
-        f"\n[inflight/health] the whole stack (web, agents -c 100, hhmrs -c 1, beat);"
+        f"\n[inflight/health] the whole stack (web, agents -c 100, hhmrs -c {HHMRS_CONCURRENCY},"
+        " beat);"
         f" {cards} Programmer cards, model calls {LONG_DELAY_S:g} s"
     )
     print(f"  before: {others_now()}")

@@ -172,9 +172,10 @@ class CeleryWorker(Proc):
     ):
         name = name or queues.replace(",", "-")
         self.nodename = f"{name}@{socket.gethostname()}"
-        # Supervised: the worker runs under pas_core.scripts.supervise (as the Procfile's
+        # Supervised: the worker runs under pas_core/scripts/supervise.py (as the Procfile's
         # agents worker does), which replaces it when it dies or stops ticking.
-        wrapper = [sys.executable, "-m", "pas_core.scripts.supervise", "--"] if supervised else []
+        supervisor = str(PROJECT_DIR / "pas_core" / "scripts" / "supervise.py")
+        wrapper = [sys.executable, supervisor, "--"] if supervised else []
         argv = [
             *wrapper,
             sys.executable,

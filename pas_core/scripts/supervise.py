@@ -2,7 +2,12 @@
 
 Usage::
 
-    python -m pas_core.scripts.supervise [--stall-s 5] -- celery -A pas_core worker ...
+    python pas_core/scripts/supervise.py [--stall-s 5] -- celery -A pas_core worker ...
+
+Run by its path, not with ``-m``: the package ``pas_core`` loads Celery on import, and
+this process only needs the standard library (about 10 MiB, against 70 with the
+project loaded). What needs the project (Redis, the broker) runs in a process of its
+own when a worker is lost (``pas_core.scripts.worker_lost``).
 
 The agents worker carries many attempts in one process (one thread each). A thread
 stuck in a loop that never returns to the interpreter (the ``spin`` fault; a regular
@@ -16,8 +21,9 @@ help. This one:
   ``/proc`` twice, finds the thread that burns it, and looks up which attempt that
   thread holds (``stores.workers``: the worker records ``attempt -> thread``);
 - kills the process (SIGKILL), starts a new one, and tells supervision
-  (``attempts_worker_lost`` on the hhmrs queue): the culprit's job counts a restart,
-  the innocent attempts are re-sent without spending their budget;
+  (``attempts_worker_lost`` on the hhmrs queue, from ``pas_core.scripts.worker_lost``
+  while the new worker starts): the culprit's job counts a restart, the innocent
+  attempts are re-sent without spending their budget;
 - does the same when the worker dies on its own (a ``crash`` leaves a note naming its
   attempt) or is killed from outside (nobody is blamed), and on SIGTERM/SIGINT stops
   the worker, waits ``--grace-s``, and re-sends what it held.
@@ -43,18 +49,13 @@ import time
 from pathlib import Path
 from types import FrameType
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pas_core.settings")
-
-import django  # noqa: E402 - after the settings module is named
-
-from pas_core import dispatch  # noqa: E402
-from pas_core.stores import workers  # noqa: E402
-
 log = logging.getLogger("pas.supervise")
 
+ROOT = Path(__file__).resolve().parents[2]  # The project: where pas_core is imported from.
 TICK_WAIT_S = 0.5
 FIRST_TICK_S = 120.0  # Celery's start-up (imports, broker) before the first tick.
 QUICK_DEATH_S = 10.0  # A worker that dies sooner than this is restarted after a pause.
+REPORT_WAIT_S = 30.0  # On shutdown, how long the last reports may take.
 
 
 def _clock_ticks() -> int:
@@ -101,6 +102,7 @@ class Supervisor:
         self.ticked = False
         self.stopping = False
         self.quick_deaths = 0
+        self.reports: list[subprocess.Popen[bytes]] = []
 
     @property
     def wid(self) -> str:
@@ -136,6 +138,7 @@ class Supervisor:
                 with contextlib.suppress(OSError):
                     if os.read(self.read_fd, 4096):
                         self.last_tick, self.ticked = time.monotonic(), True
+            self.reports = [r for r in self.reports if r.poll() is None]
             if self.child.poll() is not None:
                 self._replace("crash", killed=False)
                 continue
@@ -150,33 +153,38 @@ class Supervisor:
         """Blame, kill (if still there), report, and start a new worker."""
         assert self.child is not None
         wid, pid = self.wid, self.child.pid
-        culprits: list[int] = []
-        held = _held(wid)
+        hot: list[int] = []
+        code: int | None = None
         if killed:
-            hot = set(hot_threads(pid))
-            culprits = [a for a, tid in held.items() if tid in hot]
+            hot = hot_threads(pid)
             self._kill()
             log.error(
-                "supervise: worker %s stopped ticking for %.0f s; replaced it (busy thread(s) %s"
-                " held attempt(s) %s)",
+                "supervise: worker %s stopped ticking for %.0f s; replaced it (busy thread(s) %s)",
                 pid,
                 self.stall_s,
-                sorted(hot),
-                culprits or "none",
+                hot or "none",
             )
         else:
             code = self.child.returncode
-            dying = _dying(wid)
-            culprits = [dying] if dying is not None else []
             cause = "crash" if code not in (0, -signal.SIGKILL, -signal.SIGTERM) else "killed"
-            log.error("supervise: worker %s exited (%s); culprit %s", pid, code, culprits or "none")
-        _report(wid, held, culprits, cause)
+        self._report(wid, cause, hot=hot, code=code)
         lived = time.monotonic() - self.started
         self.quick_deaths = self.quick_deaths + 1 if lived < QUICK_DEATH_S else 0
         if self.quick_deaths:
             time.sleep(min(30.0, 2.0**self.quick_deaths))  # Do not spin on a broken start.
         if not self.stopping:
             self.start()
+
+    def _report(self, wid: str, cause: str, *, hot: list[int], code: int | None) -> None:
+        """Start the report of a lost worker (``pas_core.scripts.worker_lost``); not waited."""
+        argv = [sys.executable, "-m", "pas_core.scripts.worker_lost", wid, "--cause", cause]
+        argv += ["--hot", ",".join(map(str, hot))] if hot else []
+        argv += ["--exit-code", str(code)] if code is not None else []
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
+        try:
+            self.reports.append(subprocess.Popen(argv, env=dict(os.environ, PYTHONPATH=path)))
+        except OSError:  # TRON times them out after the grace instead.
+            log.warning("supervise: could not start the report of worker %s", wid, exc_info=True)
 
     def _kill(self) -> None:
         assert self.child is not None
@@ -195,9 +203,11 @@ class Supervisor:
                 self.child.wait(self.grace_s)
             except subprocess.TimeoutExpired:
                 self._kill()
-        held = _held(self.wid)
-        if held:
-            _report(self.wid, held, [], "shutdown")
+        self._report(self.wid, "shutdown", hot=[], code=None)
+        deadline = time.monotonic() + REPORT_WAIT_S
+        for report in self.reports:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                report.wait(max(0.1, deadline - time.monotonic()))
         return 0
 
 
@@ -206,29 +216,6 @@ def _die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _held(wid: str) -> dict[int, int]:
-    try:
-        return workers.held_get(wid)
-    except Exception:  # noqa: BLE001 - Redis away: TRON recovers them after the grace
-        log.warning("supervise: cannot read what %s held", wid, exc_info=True)
-        return {}
-
-
-def _dying(wid: str) -> int | None:
-    with contextlib.suppress(Exception):
-        return workers.dying_get(wid)
-    return None
-
-
-def _report(wid: str, held: dict[int, int], culprits: list[int], cause: str) -> None:
-    try:
-        if held:
-            dispatch.worker_lost_send(list(held), culprits=culprits, cause=cause)
-        workers.worker_forget(wid)
-    except Exception:  # noqa: BLE001 - TRON times them out after the grace instead
-        log.warning("supervise: could not report worker %s", wid, exc_info=True)
 
 
 def main(args: list[str]) -> int:
@@ -245,7 +232,6 @@ def main(args: list[str]) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    django.setup()  # The registry and the report need the project's Redis settings.
     return Supervisor(command, stall_s=opts.stall_s, grace_s=opts.grace_s).run()
 
 
