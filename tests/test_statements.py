@@ -140,3 +140,48 @@ def test_a_row_with_its_related_rows_equals_what_select_related_reads(
     top = statements.row_with_related(Job, parent.pk, ["parent", "run"], lock=True)
     assert top is not None and top.parent is None and top.run.pk == parent.run_id
     assert statements.row_with_related(Attempt, 10**9, paths) is None
+
+
+@pytest.mark.django_db
+def test_an_insert_writes_what_bulk_create_writes_and_reads_the_keys_back(tree: Any) -> None:
+    from pas_core.models import CommsMessage, Event
+
+    job = _job("waiting")
+    data = {"agent_id": "Dir-Code", "note": 'naïve "quotes"', "n": [1, 2.5, None]}
+
+    ours = statements.rows_insert(
+        [Event(event_type="x", agent_id="Dir-Code", data=data) for _ in range(3)]
+    )
+    orm = Event.objects.bulk_create(
+        [Event(event_type="x", agent_id="Dir-Code", data=data) for _ in range(3)]
+    )
+
+    # Automatic keys read back, in order, each saved; auto_now_add filled in.
+    assert [e.pk for e in ours] == sorted(e.pk for e in ours)
+    assert all(e.pk and not e._state.adding and e.created_at for e in ours)
+    for mine, theirs in zip(ours, orm, strict=True):
+        stored, expected = Event.objects.get(pk=mine.pk), Event.objects.get(pk=theirs.pk)
+        assert {**_values(stored), "id": 0, "created_at": 0} == {
+            **_values(expected),
+            "id": 0,
+            "created_at": 0,
+        }
+        assert stored.created_at == mine.created_at
+    # A model keyed by a column of its own (no RETURNING), with a foreign key and JSON.
+    child = Job(
+        job_id=f"{job.job_id}-m1", run=job.run, agent_id="Mgr-Code-01", parent=job, card=data
+    )
+    assert statements.rows_insert([child]) == [child]
+    assert _values(Job.objects.get(pk=child.pk)) == _values(child)
+    # More rows than one statement may carry on SQLite: batched, every key read back.
+    lines = [
+        CommsMessage(
+            ts=timezone.now(), sender="a", recipient="b", kind="CMD", message=str(i), metadata={}
+        )
+        for i in range(700)
+    ]
+    statements.rows_insert(lines)
+    assert sorted(CommsMessage.objects.filter(sender="a").values_list("pk", flat=True)) == [
+        m.pk for m in lines
+    ]
+    assert statements.rows_insert([]) == []

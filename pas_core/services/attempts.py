@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
 
 from django.db import transaction
 from django.db.models import Max, OuterRef, Subquery
@@ -18,12 +17,13 @@ from django.utils import timezone
 
 from .. import dispatch
 from ..models import Agent, Attempt, Job, Run
-from ..stores import heartbeats
+from ..stores import heartbeats, statements
 from ..stores.events import event_emit
 from .agents import agent_status_set
 from .transitions import attempt_move, jobs_move, run_move
 
 Phase = str
+FEW = 10  # Up to this many new attempts, each job is moved on its own (see attempts_create).
 
 
 def attempts_create(
@@ -31,6 +31,7 @@ def attempts_create(
     *,
     delays: dict[str, float] | None = None,
     locked: bool = False,
+    new: bool = False,
 ) -> list[Attempt]:
     """Give each job a new current attempt (``(job, phase, model)``; None: the agent's).
 
@@ -40,6 +41,7 @@ def attempts_create(
     until ``not_before``. Jobs whose status does not allow it (ended meanwhile) get
     none. One job is a list of one. ``locked``: the caller's transaction has locked
     these jobs already (rows read after the lock, with their agents): not read again.
+    ``new``: the caller's transaction created these jobs: they have no attempt yet.
     """
     delays = delays or {}
     now = timezone.now()
@@ -57,12 +59,16 @@ def attempts_create(
             .order_by("pk")
         )
         held = {job.pk: job for job in rows}
-        top = dict(
-            Attempt.objects.filter(job_id__in=pks)
-            .order_by()  # The default order (by job) would join the jobs for nothing.
-            .values("job_id")
-            .annotate(n=Max("number"))
-            .values_list("job_id", "n")
+        top = (
+            {}
+            if new
+            else dict(
+                Attempt.objects.filter(job_id__in=pks)
+                .order_by()  # The default order (by job) would join the jobs for nothing.
+                .values("job_id")
+                .annotate(n=Max("number"))
+                .values_list("job_id", "n")
+            )
         )
         fresh = [
             Attempt(
@@ -77,15 +83,19 @@ def attempts_create(
             for job, phase, model in items
             if job.pk in held
         ]
-        Attempt.objects.bulk_create(fresh)
-        newest: Any = (
-            fresh[0].pk  # One job: its new attempt (a plain value writes faster).
-            if len(fresh) == 1 and fresh[0].pk is not None
-            else Subquery(
+        statements.rows_insert(fresh)
+        if len(fresh) <= FEW and all(a.pk is not None for a in fresh):
+            # A few: each job names its new attempt by value, one prepared UPDATE each.
+            moved = {
+                a.job_id
+                for a in fresh
+                if jobs_move([a.job_id], to=Job.Status.QUEUED, current_attempt=a.pk)
+            }
+        else:
+            newest = Subquery(
                 Attempt.objects.filter(job=OuterRef("pk")).order_by("-number").values("pk")[:1]
             )
-        )
-        moved = set(jobs_move(pks, to=Job.Status.QUEUED, current_attempt=newest))
+            moved = set(jobs_move(pks, to=Job.Status.QUEUED, current_attempt=newest))
         sent = [a for a in fresh if a.job_id in moved]
         callers = {job.pk: job for job, _, _ in items}
         for attempt in sent:  # The callers' objects see what the rows now say.

@@ -23,6 +23,8 @@ from .runs import run_finish
 from .transitions import attempt_move, job_move
 
 TERMINAL = [s.value for s in Job.TERMINAL]
+# A job not ended yet (``statements.rows_exist``); the statuses are the model's constants.
+_OPEN = "NOT ({table}.status IN (" + ", ".join(f"'{s}'" for s in TERMINAL) + "))"
 
 
 class ChildCard(NamedTuple):
@@ -126,7 +128,7 @@ def job_delegate(job: Job, attempt: Attempt, children: list[ChildCard]) -> None:
     }
     ids = [child_job_id(job, a, lane, i) for i, (a, _, lane) in enumerate(children)]
     # Already created by an earlier winner of this step (a retry): left as they are.
-    existing = set(Job.objects.filter(pk__in=ids).order_by().values_list("pk", flat=True))
+    existing = {pk for (pk,) in statements.rows_values(Job, ["pk"], equal={"pk": set(ids)})}
     fresh: list[Job] = []
     lines = []
     for child_id, (agent_id, card, lane) in zip(ids, children, strict=True):
@@ -156,12 +158,14 @@ def job_delegate(job: Job, attempt: Attempt, children: list[ChildCard]) -> None:
                 "metadata": {"job_id": child_id},
             }
         )
-    created = Job.objects.bulk_create(fresh)  # One statement for every child.
+    created = statements.rows_insert(fresh)  # One statement for every child.
     comms_log_many(lines)
     agents_status_set([job.agent_id], Agent.Status.IDLE, unless_busy=True)
     # Rows this transaction just inserted: no other writer can see them, let alone lock.
     attempts_create(
-        [(child, Attempt.Phase.STEP, agents[child.agent_id][1]) for child in created], locked=True
+        [(child, Attempt.Phase.STEP, agents[child.agent_id][1]) for child in created],
+        locked=True,
+        new=True,
     )
 
 
@@ -200,7 +204,10 @@ def job_succeed(job: Job, attempt: Attempt, result: dict[str, Any]) -> None:
 
 def _parent_lock(parent_id: str) -> Job:
     """Lock and return a parent job, with its agent."""
-    return Job.objects.select_for_update(of=("self",)).select_related("agent").get(pk=parent_id)
+    parent = statements.row_with_related(Job, parent_id, ["agent"], lock=True)
+    if parent is None:
+        raise Job.DoesNotExist(f"job {parent_id} is gone")
+    return parent
 
 
 def job_after_end(job: Job, *, parent: Job | None = None) -> None:
@@ -216,6 +223,6 @@ def job_after_end(job: Job, *, parent: Job | None = None) -> None:
     parent = parent or _parent_lock(job.parent_id)
     if parent.status != Job.Status.WAITING:
         return
-    if Job.objects.filter(parent_id=parent.pk).exclude(status__in=TERMINAL).exists():
+    if statements.rows_exist(Job, equal={"parent": parent.pk}, extra=_OPEN):
         return
     attempts_create([(parent, Attempt.Phase.AGGREGATE, None)], locked=True)

@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..models import CommsMessage
-from . import effects
+from . import effects, statements
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,6 @@ def comms_log_many(lines: Sequence[dict[str, Any]]) -> list[CommsMessage]:
     if not lines:
         return []
     now = timezone.now()
-    messages = CommsMessage.objects.bulk_create([_message(line, now) for line in lines])
+    messages = statements.rows_insert([_message(line, now) for line in lines])
     transaction.on_commit(lambda: comms_append(messages), robust=True)
     return messages

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..models import Event
-from . import effects
+from . import effects, statements
 from .redis import redis_client
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def event_emit(
     stream that misses the push finds the event on replay.
     """
     event = _row(event_type, data or {}, now=timezone.now().timestamp())
-    event.save()
+    statements.rows_insert([event])
     if publish:
         transaction.on_commit(lambda: event_publish(event), robust=True)
     return event
@@ -55,7 +55,7 @@ def events_emit(items: Sequence[tuple[str, dict[str, Any]]]) -> list[Event]:
     if not items:
         return []
     now = timezone.now().timestamp()
-    events = Event.objects.bulk_create([_row(kind, data, now=now) for kind, data in items])
+    events = statements.rows_insert([_row(kind, data, now=now) for kind, data in items])
     transaction.on_commit(lambda: events_publish(events), robust=True)
     return events
 

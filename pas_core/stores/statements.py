@@ -19,6 +19,7 @@ from django.db import connection, models
 from django.db.models import ForeignKey
 
 _SQL: dict[tuple[Any, ...], str] = {}
+M = TypeVar("M", bound=models.Model)
 
 
 def field_of(model: type[models.Model], name: str) -> models.Field[Any, Any]:
@@ -152,6 +153,67 @@ def rows_exist(model: type[models.Model], *, equal: dict[str, Any], extra: str =
         return cursor.fetchone() is not None
 
 
+_INSERT_FIELDS: dict[tuple[Any, ...], tuple[list[Any], str]] = {}
+
+
+def rows_insert(objs: Sequence[M]) -> list[M]:
+    """``INSERT`` unsaved instances of one model in one statement, as ``bulk_create``
+    would (fields' ``pre_save`` such as ``auto_now_add``, values prepared by their
+    fields); an automatic primary key is read back (``RETURNING``) and set on each.
+
+    Values that are expressions, instances of an automatic-key model that already have
+    a key, or a database that cannot return inserted rows go through ``bulk_create``.
+    """
+    if not objs:
+        return []
+    model = type(objs[0])
+    opts = model._meta
+    auto = bool(getattr(opts.pk, "db_returning", False))
+    if (
+        (auto and any(obj.pk is not None for obj in objs))
+        or (auto and not connection.features.can_return_rows_from_bulk_insert)
+        or any(type(obj) is not model for obj in objs)
+    ):
+        return list(model._default_manager.bulk_create(objs))
+    key = ("insert", model, connection.vendor)
+    known = _INSERT_FIELDS.get(key)
+    if known is None:
+        fields = [f for f in opts.concrete_fields if not (auto and f is opts.pk)]
+        fields = [f for f in fields if not getattr(f, "generated", False)]
+        known = _INSERT_FIELDS[key] = (fields, ", ".join(_column(model, f.name) for f in fields))
+    fields, columns = known
+    rows = []
+    for obj in objs:
+        obj._prepare_related_fields_for_save(operation_name="bulk_create")  # type: ignore[attr-defined]
+        values = [f.pre_save(obj, True) for f in fields]
+        if any(hasattr(v, "resolve_expression") for v in values):
+            return list(model._default_manager.bulk_create(objs))
+        rows.append(
+            [f.get_db_prep_save(v, connection) for f, v in zip(fields, values, strict=True)]
+        )
+    batch = max(1, connection.ops.bulk_batch_size(fields, objs))
+    table = connection.ops.quote_name(opts.db_table)
+    returning = f" RETURNING {_column(model, 'pk')}" if auto else ""
+    one = f"({', '.join(['%s'] * len(fields))})"
+    with connection.cursor() as cursor:
+        for first in range(0, len(objs), batch):
+            part = rows[first : first + batch]
+            sql_key = ("insert-sql", model, connection.vendor, len(part))
+            sql = _SQL.get(sql_key)
+            if sql is None:
+                sql = _SQL[sql_key] = (
+                    f"INSERT INTO {table} ({columns}) VALUES {', '.join([one] * len(part))}"
+                    + returning
+                )
+            cursor.execute(sql, [v for row in part for v in row])
+            if auto:
+                for obj, (pk,) in zip(objs[first : first + batch], cursor.fetchall(), strict=True):
+                    obj.pk = pk
+    for obj in objs:
+        obj._state.adding, obj._state.db = False, connection.alias
+    return list(objs)
+
+
 class _Joined:
     """A ``SELECT`` of a row and the rows its foreign keys name (``select_related``),
     built once: the SQL, and per model its fields and each column's converters."""
@@ -222,7 +284,6 @@ class _Joined:
 
 
 _JOINED: dict[tuple[Any, ...], _Joined] = {}
-M = TypeVar("M", bound=models.Model)
 
 
 def row_with_related(
