@@ -239,10 +239,13 @@ def _sqlite_writes(files: list[str], *, reconnect: bool) -> tuple[str, str]:
     """In one long-lived thread (a pool thread of the agents worker): connect while the
     SQLite files cannot be written, fail a write, optionally run the task-retry hook,
     give the files back, write again. Return both outcomes."""
+    import os
     import subprocess
     from concurrent.futures import ThreadPoolExecutor
 
     from django.db import DatabaseError, connection
+
+    from pas_core.sqlite import base as sqlite_base
 
     def write() -> str:
         try:
@@ -254,30 +257,38 @@ def _sqlite_writes(files: list[str], *, reconnect: bool) -> tuple[str, str]:
 
     def during() -> str:
         connection.close()
+        sqlite_base.pool_clear()  # Opened now, while the files cannot be written.
         outcome = write()
         if reconnect:
             tasks._retrying(reason=OperationalError(outcome))  # What Celery's retry signals.
         return outcome
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        subprocess.run(["chattr", "+i", *files], check=True)
+        pool.submit(connection.ensure_connection).result()  # The write-ahead log exists.
+        present = [f for f in files if os.path.exists(f)]
         try:
+            subprocess.run(["chattr", "+i", *present], check=True)
             first = pool.submit(during).result()
         finally:
-            subprocess.run(["chattr", "-i", *files], check=True)
+            subprocess.run(["chattr", "-i", *present], check=True)
         second = pool.submit(write).result()
         pool.submit(lambda: connection.close()).result()
     return first, second
 
 
-def test_a_connection_opened_while_sqlite_could_not_be_written_is_dropped_after_the_error() -> None:
+def test_a_connection_opened_while_sqlite_could_not_be_written_is_dropped_after_the_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """SQLite opens a file it cannot write read-only, and the connection stays read-only
     for its life, though the file is writable again: the thread that met the error must
-    drop it (the task-retry hook does), or every task it runs later fails."""
+    drop it (the task-retry hook does), or every task it runs later fails. Nor may the
+    process keep it, or any connection opened before the error, for reuse."""
     import os
     import shutil
 
     from django.db import connection
+
+    from pas_core.sqlite import base as sqlite_base
 
     if connection.vendor != "sqlite" or os.geteuid() != 0 or not shutil.which("chattr"):
         pytest.skip("needs the SQLite backend, root and chattr")
@@ -288,13 +299,61 @@ def test_a_connection_opened_while_sqlite_could_not_be_written_is_dropped_after_
     if not files or "memory" in name:
         pytest.skip("the test database is not a file")
 
-    failed, after = _sqlite_writes(files, reconnect=False)
+    sqlite_base.pool_clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite_base, "POOL_MAX", 0)  # Every connection opened anew.
+        failed, after = _sqlite_writes(files, reconnect=False)
     assert "readonly" in failed
     assert "readonly" in after  # The mechanism: without reconnecting, never again.
 
-    failed, after = _sqlite_writes(files, reconnect=True)
-    assert "readonly" in failed
-    assert after == "written"
+    for _ in range(2):  # With the process's kept connections (the second time: warm).
+        failed, after = _sqlite_writes(files, reconnect=True)
+        assert "readonly" in failed
+        assert after == "written"
+
+
+def test_closed_sqlite_connections_are_reused_unless_a_database_error_was_met() -> None:
+    """A closed connection is kept for the next opening (an agent step opens two); one
+    that met a database error is closed, and so is every connection kept before it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import DatabaseError, connection
+
+    from pas_core.sqlite import base as sqlite_base
+
+    if connection.vendor != "sqlite":
+        pytest.skip("the SQLite backend's kept connections")
+
+    def opened() -> Any:
+        connection.ensure_connection()
+        raw = connection.connection
+        connection.close()
+        return raw
+
+    sqlite_base.pool_clear()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(opened).result()
+    with ThreadPoolExecutor(max_workers=1) as pool:  # Another thread takes it up.
+        assert pool.submit(opened).result() is first
+
+    def fails() -> Any:
+        connection.ensure_connection()
+        raw = connection.connection
+        with pytest.raises(DatabaseError), connection.cursor() as cursor:
+            cursor.execute("SELECT no_such_column FROM django_migrations")
+        connection.errors_occurred = False  # As Django does when it finds SQLite usable.
+        connection.close()
+        return raw
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        kept = pool.submit(opened).result()  # Back in the pool before the error.
+        failed = pool.submit(fails).result()
+        again = pool.submit(opened).result()
+    assert again is not failed and again is not kept
+    with pytest.raises(Exception, match="closed"):
+        failed.execute("SELECT 1")  # Closed for real, not kept.
+    with pytest.raises(Exception, match="closed"):
+        kept.execute("SELECT 1")
 
 
 def test_the_threads_of_a_process_queue_for_sqlite_on_a_lock_not_in_the_busy_handler(
@@ -316,7 +375,10 @@ def test_the_threads_of_a_process_queue_for_sqlite_on_a_lock_not_in_the_busy_han
 
     if connection.vendor != "sqlite":
         pytest.skip("the SQLite backend's lock")
-    # The threads open their own connections from these settings (the same dict).
+    # The threads open their own connections from these settings (the same dict), and
+    # keep none for later (they would keep the timeout).
+    sqlite_base.pool_clear()
+    monkeypatch.setattr(sqlite_base, "POOL_MAX", 0)
     monkeypatch.setitem(connection.settings_dict["OPTIONS"], "timeout", 0)
     monkeypatch.setattr(sqlite_base.DatabaseWrapper, "_writers_timeout", lambda self: 5.0)
     holding = threading.Event()

@@ -13,10 +13,19 @@ which hands over as soon as the holder commits. Only one of them at a time then 
 SQLite, and waits in the busy handler only for the other processes. A wait for the
 lock is bounded by the connection's ``timeout`` (as SQLite's own is) and then fails as
 SQLite would: ``OperationalError: database is locked``.
+
+Closed connections are kept for the process's next opening (up to ``POOL_MAX``), since
+opening one costs about a millisecond of CPU (the driver, forty functions registered,
+three PRAGMAs) and an agent step opens two (its work, then again after the model call:
+no connection is held while a thread waits on its model). Only a connection that met no
+database error and holds no transaction is kept; one that met an error is closed, and
+every kept one with it (a database that failed may have changed under them: a
+connection opened while the file was read-only stays read-only).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from typing import Any
@@ -26,13 +35,31 @@ from django.db.utils import OperationalError
 
 DEFAULT_TIMEOUT_S = 5.0  # sqlite3's own default busy timeout.
 _WRITERS = threading.Lock()  # Held from BEGIN to COMMIT / ROLLBACK by one thread.
+POOL_MAX = 8  # Closed connections kept for reuse, per process.
+_POOL: list[tuple[str, int, Any]] = []  # (database file, generation, sqlite3 connection)
+_POOL_LOCK = threading.Lock()
+_generation = 0  # One more at every database error met by any connection of the process.
 
 
 def _writers_reset() -> None:
     """A forked child (a prefork pool's) starts with the lock free: the thread that may
-    have held it in the parent does not exist in the child."""
-    global _WRITERS
+    have held it in the parent does not exist in the child. Nor does it reuse the
+    parent's connections (SQLite's rule: none crosses a fork)."""
+    global _WRITERS, _POOL
     _WRITERS = threading.Lock()
+    _POOL = []
+
+
+def pool_clear() -> None:
+    """Close every kept connection, and keep none opened before now."""
+    global _generation
+    with _POOL_LOCK:
+        _generation += 1
+        kept = list(_POOL)
+        _POOL.clear()
+    for _, _, raw in kept:
+        with contextlib.suppress(Exception):
+            raw.close()
 
 
 os.register_at_fork(after_in_child=_writers_reset)
@@ -42,6 +69,54 @@ class DatabaseWrapper(base.DatabaseWrapper):
     """SQLite's wrapper; a transaction holds the process's writer lock while it lasts."""
 
     holds_writers = False
+    _tainted = False  # This connection met a database error.
+    _opened_in = 0  # The generation it was opened in.
+
+    @property  # type: ignore[override]
+    def errors_occurred(self) -> bool:
+        return bool(self.__dict__.get("_errors_occurred", False))
+
+    @errors_occurred.setter
+    def errors_occurred(self, value: bool) -> None:
+        # Django sets it on any database error but an integrity or data error, and
+        # clears it when it finds the connection usable (SQLite's always is): the
+        # taint stays until the connection is closed.
+        self.__dict__["_errors_occurred"] = value
+        if value:
+            self._tainted = True
+
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        name = str(conn_params.get("database"))
+        self._tainted = False
+        stale = []
+        raw = None
+        with _POOL_LOCK:
+            self._opened_in = _generation
+            while _POOL and raw is None:
+                kept, opened_in, candidate = _POOL.pop()
+                if kept == name and opened_in == _generation:
+                    raw = candidate
+                else:
+                    stale.append(candidate)
+        for old in stale:
+            with contextlib.suppress(Exception):
+                old.close()
+        return raw if raw is not None else super().get_new_connection(conn_params)
+
+    def _keep(self) -> bool:
+        """Keep the connection being closed for the next opening, if it is fit to: it
+        met no error, holds no transaction, and no connection of the process met an
+        error since it was opened."""
+        raw = self.connection
+        if raw is None or self.is_in_memory_db() or self._tainted:
+            return False
+        if self.in_atomic_block or raw.in_transaction:
+            return False
+        with _POOL_LOCK:
+            if len(_POOL) >= POOL_MAX or self._opened_in != _generation:
+                return False
+            _POOL.append((str(self.settings_dict["NAME"]), self._opened_in, raw))
+        return True
 
     def _writers_timeout(self) -> float:
         options: dict[str, Any] = self.settings_dict.get("OPTIONS") or {}
@@ -78,7 +153,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _close(self) -> None:
         try:
-            super()._close()  # type: ignore[misc]  # Not in the stubs.
+            if self._tainted:
+                pool_clear()
+            if not self._keep():
+                super()._close()  # type: ignore[misc]  # Not in the stubs.
         finally:
             self._writers_release()
 
