@@ -185,3 +185,35 @@ def test_an_insert_writes_what_bulk_create_writes_and_reads_the_keys_back(tree: 
         m.pk for m in lines
     ]
     assert statements.rows_insert([]) == []
+
+
+@pytest.mark.django_db
+def test_rows_where_reads_what_filter_and_order_by_read(tree: Any) -> None:
+    parent = _job("waiting")
+    for i, agent in enumerate(["Mgr-Code-02", "Mgr-Code-01", "Mgr-Code-03"]):
+        Job.objects.create(
+            job_id=f"{parent.job_id}-m{3 - i}",
+            run=parent.run,
+            agent_id=agent,
+            parent=parent,
+            card={"task": f"Part {i}"},
+            result={"state": "completed"} if i else None,
+        )
+    order = ["created_at", "job_id"]
+
+    ours = statements.rows_where(Job, "parent", parent.pk, order=order)
+    orm = list(Job.objects.filter(parent=parent).order_by(*order))
+
+    assert [_values(j) for j in ours] == [_values(j) for j in orm]
+    assert len(ours) == 3 and ours[0].card == {"task": "Part 0"} and ours[0].result is None
+    assert statements.rows_where(Job, "parent", "no-such-job") == []
+
+
+@pytest.mark.django_db
+def test_value_max_is_the_largest_value_or_none(tree: Any) -> None:
+    job = _job()
+    assert statements.value_max(Attempt, "number", equal={"job": job.pk}) is None
+    for number in (1, 3, 2):
+        Attempt.objects.create(job=job, number=number, agent_id=job.agent_id)
+    assert statements.value_max(Attempt, "number", equal={"job": job.pk}) == 3
+    assert statements.value_max(Attempt, "number", equal={"job": set()}) is None

@@ -30,7 +30,7 @@ from django.db import DatabaseError, connection
 from .. import inflight
 from ..config import Hhmrs, hhmrs_get
 from ..errors import AttemptError
-from ..models import Attempt
+from ..models import Attempt, Job
 from ..selectors import provider_cap
 from ..services.attempts import attempt_fail, attempt_start, attempt_waits
 from ..services.faults import fault_take
@@ -252,6 +252,6 @@ def _run_step(attempt: Attempt, beat: Beater) -> Delegate | Complete:
     )
     beat(0.05, "step started")
     if attempt.phase == Attempt.Phase.AGGREGATE:
-        ctx.children = list(job.children.select_related("agent").order_by("created_at", "job_id"))
+        ctx.children = statements.rows_where(Job, "parent", job.pk, order=["created_at", "job_id"])
         return roles.aggregate(ctx)
     return roles.step(ctx)

@@ -59,17 +59,19 @@ def attempts_create(
             .order_by("pk")
         )
         held = {job.pk: job for job in rows}
-        top = (
-            {}
-            if new
-            else dict(
+        top: dict[str, int | None]
+        if new:
+            top = {}
+        elif len(pks) == 1:  # One job (a restart, an aggregate): a statement built once.
+            top = {pks[0]: statements.value_max(Attempt, "number", equal={"job": pks[0]})}
+        else:
+            top = dict(
                 Attempt.objects.filter(job_id__in=pks)
                 .order_by()  # The default order (by job) would join the jobs for nothing.
                 .values("job_id")
                 .annotate(n=Max("number"))
                 .values_list("job_id", "n")
             )
-        )
         fresh = [
             Attempt(
                 job=held[job.pk],

@@ -218,7 +218,15 @@ class _Joined:
     """A ``SELECT`` of a row and the rows its foreign keys name (``select_related``),
     built once: the SQL, and per model its fields and each column's converters."""
 
-    def __init__(self, model: type[models.Model], paths: Sequence[str], lock: bool) -> None:
+    def __init__(
+        self,
+        model: type[models.Model],
+        paths: Sequence[str],
+        lock: bool,
+        *,
+        by: str = "pk",
+        order: Sequence[str] = (),
+    ) -> None:
         quote = connection.ops.quote_name
         self.parts: list[tuple[str, type[models.Model], list[Any], list[Any]]] = []
         self.links: list[tuple[str, str, ForeignKey[Any, Any]]] = []  # parent, child, key
@@ -256,8 +264,12 @@ class _Joined:
         )
         self.sql = (
             f"SELECT {columns} FROM {quote(model._meta.db_table)} t0 {' '.join(joins)}"
-            f" WHERE t0.{quote(field_of(model, 'pk').column)} = %s"
+            f" WHERE t0.{quote(field_of(model, by).column)} = %s"
         )
+        if order:
+            self.sql += " ORDER BY " + ", ".join(
+                f"t0.{quote(field_of(model, o).column)}" for o in order
+            )
         if lock and connection.features.has_select_for_update:
             of = " OF t0" if connection.features.has_select_for_update_of else ""
             self.sql += f" FOR UPDATE{of}"
@@ -303,3 +315,34 @@ def row_with_related(
         return None
     root = joined.build(row)[""]
     return root if isinstance(root, model) else None
+
+
+def rows_where(model: type[M], name: str, value: Any, *, order: Sequence[str] = ()) -> list[M]:
+    """Return the rows of ``model`` whose field ``name`` equals ``value``, in ``order``,
+    as the ORM's ``filter(name=value).order_by(*order)`` would make them."""
+    key = (model, (), False, connection.vendor, name, tuple(order))
+    joined = _JOINED.get(key)
+    if joined is None:
+        joined = _JOINED[key] = _Joined(model, [], False, by=name, order=order)
+    with connection.cursor() as cursor:
+        cursor.execute(joined.sql, [field_of(model, name).get_db_prep_value(value, connection)])
+        rows = cursor.fetchall()
+    return [row for row in (joined.build(r)[""] for r in rows) if isinstance(row, model)]
+
+
+def value_max(model: type[models.Model], name: str, *, equal: dict[str, Any]) -> Any:
+    """Return ``MAX(name)`` over the rows passing ``equal`` (None when there are none)."""
+    if any(isinstance(v, Collection) and not isinstance(v, str) and not v for v in equal.values()):
+        return None
+    key = ("max", model, name, _shape(equal, {}))
+    tests, params = _tests(model, equal, {})
+    sql = _SQL.get(key)
+    if sql is None:
+        table = connection.ops.quote_name(model._meta.db_table)
+        sql = _SQL[key] = (
+            f"SELECT MAX({_column(model, name)}) FROM {table} WHERE {' AND '.join(tests)}"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return row[0] if row else None
