@@ -46,6 +46,10 @@ def report(wid: str, *, cause: str, hot: list[int], exit_code: int | None) -> in
     if cause == "runaway":
         culprits = [a for a, tid in held.items() if tid in set(hot)]
         log.error("supervise: worker %s held attempt(s) %s on its busy thread", pid, culprits)
+    elif cause == "shutdown":  # Stopped on purpose: nobody to blame, nothing died.
+        culprits = []
+        if held:
+            log.info("supervise: worker %s stopped holding %s attempt(s)", pid, len(held))
     else:
         dying = None
         with contextlib.suppress(Exception):
