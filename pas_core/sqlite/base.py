@@ -36,7 +36,7 @@ from django.db.utils import OperationalError
 DEFAULT_TIMEOUT_S = 5.0  # sqlite3's own default busy timeout.
 _WRITERS = threading.Lock()  # Held from BEGIN to COMMIT / ROLLBACK by one thread.
 POOL_MAX = 8  # Closed connections kept for reuse, per process.
-_POOL: list[tuple[str, int, Any]] = []  # (database file, generation, sqlite3 connection)
+_POOL: list[tuple[str, Any]] = []  # (database file, sqlite3 connection)
 _POOL_LOCK = threading.Lock()
 _generation = 0  # One more at every database error met by any connection of the process.
 
@@ -57,7 +57,7 @@ def pool_clear() -> None:
         _generation += 1
         kept = list(_POOL)
         _POOL.clear()
-    for _, _, raw in kept:
+    for _, raw in kept:
         with contextlib.suppress(Exception):
             raw.close()
 
@@ -88,20 +88,13 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         name = str(conn_params.get("database"))
         self._tainted = False
-        stale = []
-        raw = None
-        with _POOL_LOCK:
+        with _POOL_LOCK:  # Everything kept is of this generation (``pool_clear``).
             self._opened_in = _generation
-            while _POOL and raw is None:
-                kept, opened_in, candidate = _POOL.pop()
-                if kept == name and opened_in == _generation:
-                    raw = candidate
-                else:
-                    stale.append(candidate)
-        for old in stale:
-            with contextlib.suppress(Exception):
-                old.close()
-        return raw if raw is not None else super().get_new_connection(conn_params)
+            for i, (kept, raw) in enumerate(_POOL):
+                if kept == name:
+                    del _POOL[i]
+                    return raw
+        return super().get_new_connection(conn_params)
 
     def _keep(self) -> bool:
         """Keep the connection being closed for the next opening, if it is fit to: it
@@ -115,7 +108,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         with _POOL_LOCK:
             if len(_POOL) >= POOL_MAX or self._opened_in != _generation:
                 return False
-            _POOL.append((str(self.settings_dict["NAME"]), self._opened_in, raw))
+            _POOL.append((str(self.settings_dict["NAME"]), raw))
         return True
 
     def _writers_timeout(self) -> float:
