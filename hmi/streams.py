@@ -190,12 +190,17 @@ async def _stream(after: int | None, page: str) -> AsyncGenerator[str, None]:
                 continue
             for batch in live:
                 the_hub.request(batch, page)  # All asked before one is awaited: merged.
+            # The HTML and the run pages' triggers go out in one write: each write costs
+            # the process's event loop a pass through the response and a socket write.
+            after_json = []
             for batch in live:
                 html = await the_hub.fragments_for(batch, page)
                 if html and html is not sent_html:  # A merged rendering goes out once.
-                    yield sse_message(html, event="hmi", event_id=batch.ids[-1])
+                    after_json.append(sse_message(html, event="hmi", event_id=batch.ids[-1]))
                     sent_html = html
-            yield "".join(b.triggers for b in live)
+            after_json += [b.triggers for b in live]
+            if tail := "".join(after_json):
+                yield tail
     finally:
         # The client left: Django cancels the response task on http.disconnect, which
         # raises CancelledError here (or GeneratorExit when the generator is closed).
