@@ -134,6 +134,10 @@ class Supervisor:
             if self.stopping:
                 return self._stop()
             ready, _, _ = select.select([self.read_fd], [], [], TICK_WAIT_S)
+            if self.stopping:
+                # A stop of the whole process group reaches the worker too: it may exit
+                # while we wait here, and that is the stop, not a death.
+                continue
             if ready:
                 with contextlib.suppress(OSError):
                     if os.read(self.read_fd, 4096):
