@@ -27,6 +27,8 @@ import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from hmi.pacer import urgent
+
 from .auth import bearer, token_check, token_hash
 from .errors import ServiceError
 from .models import Agent
@@ -254,6 +256,10 @@ def heartbeat_front(app: Any) -> Any:
         if not match or scope.get("method") != "POST" or raw is None:
             await app(scope, receive, send)
             return
+        with urgent():  # Stream writes of this process give way while a beat is answered.
+            await _beat(match, raw, receive, send)
+
+    async def _beat(match: re.Match[str], raw: str, receive: Any, send: Any) -> None:
         agent_id = unquote(match.group(1))
         found = await beats.token(raw)
         if found is None:

@@ -255,6 +255,45 @@ def test_the_pacer_spreads_stream_writes_over_turns_of_the_loop() -> None:
     assert turns >= 10
 
 
+def test_while_a_beat_is_answered_the_pacer_writes_less_per_turn() -> None:
+    """The heartbeat route marks its work urgent: while it is in flight a turn of the
+    loop carries one 0.5 ms write instead of four, and after it, four again."""
+    from hmi.pacer import Pacer, urgent
+
+    async def writes_per_turn(pacer: Pacer) -> list[int]:
+        turn = 0
+        per_turn: dict[int, int] = {}
+
+        async def ticker() -> None:
+            nonlocal turn
+            while True:
+                turn += 1
+                await asyncio.sleep(0)
+
+        async def stream() -> None:
+            await pacer.turn()
+            per_turn[turn] = per_turn.get(turn, 0) + 1
+            started = time.perf_counter()
+            while time.perf_counter() - started < 0.0005:
+                pass
+            pacer.spend(time.perf_counter() - started)
+
+        tick = asyncio.ensure_future(ticker())
+        await asyncio.gather(*(stream() for _ in range(20)))
+        tick.cancel()
+        return list(per_turn.values())
+
+    async def run() -> tuple[list[int], list[int]]:
+        pacer = Pacer(budget_s=0.002)
+        with urgent():
+            during = await writes_per_turn(pacer)
+        return during, await writes_per_turn(pacer)
+
+    during, after = asyncio.run(run())
+    assert sum(during) == 20 and max(during) == 1
+    assert sum(after) == 20 and max(after) >= 3
+
+
 def test_replay_after_last_event_id_gives_exactly_the_missed_events_in_order(
     server: procs.DaphneServer, session_cookie: dict[str, str], proc_env: Any
 ) -> None:
