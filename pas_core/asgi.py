@@ -1,4 +1,4 @@
-"""ASGI entry point: the lean heartbeat route in front of Django (static files included)."""
+"""ASGI entry point: the lean heartbeat and event-stream routes in front of Django."""
 
 import gc
 import os
@@ -13,9 +13,12 @@ from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
+from hmi.streams import stream_front  # noqa: E402
 from pas_core.heartbeat_asgi import heartbeat_front  # noqa: E402
 
-application = ProtocolTypeRouter({"http": heartbeat_front(ASGIStaticFilesHandler(django_asgi))})
+application = ProtocolTypeRouter(
+    {"http": heartbeat_front(stream_front(ASGIStaticFilesHandler(django_asgi)))}
+)
 
 # Everything imported so far lives as long as the process: move it out of the
 # collector's sight, so a full collection (which walks every tracked object) costs

@@ -357,6 +357,51 @@ def test_anonymous_is_refused_and_a_token_is_accepted(
         reader.close()
 
 
+def test_an_agent_token_or_a_session_not_logged_in_is_refused(
+    server: procs.DaphneServer, tree: Any
+) -> None:
+    """The route in front of Django checks what the view checks: an agent's token may only
+    beat, and a session cookie counts only for a logged-in user."""
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from pas_core.auth import token_create
+
+    agent_raw, _ = token_create(name="agent", agent_id="Dir-Code")
+    anonymous = SessionStore()
+    anonymous["something"] = 1
+    anonymous.save()
+    for headers, cookies in (
+        ({"Authorization": f"Bearer {agent_raw}"}, {}),
+        ({"Authorization": "Bearer not-a-token"}, {}),
+        ({}, {"sessionid": anonymous.session_key or ""}),
+        ({}, {"sessionid": "no-such-session"}),
+    ):
+        response = httpx.get(
+            server.url + "/events/stream", headers=headers, cookies=cookies, timeout=10
+        )
+        assert response.status_code == 401, (headers, cookies)
+        assert response.text == "login required\n"
+    # Another method on the path goes on to Django's view, which allows GET only.
+    assert httpx.head(server.url + "/events/stream", timeout=10).status_code == 405
+
+
+def test_the_front_passes_other_requests_to_django() -> None:
+    from hmi.streams import stream_front
+
+    seen: list[tuple[str, str]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append((scope["method"], scope["path"]))
+
+    async def run() -> None:
+        front = stream_front(app)
+        for method, path in (("POST", "/events/stream"), ("GET", "/events/streams"), ("GET", "/")):
+            await front({"type": "http", "method": method, "path": path}, None, None)
+
+    asyncio.run(run())
+    assert seen == [("POST", "/events/stream"), ("GET", "/events/streams"), ("GET", "/")]
+
+
 def test_the_hmi_stream_pushes_node_and_banner_fragments(
     server: procs.DaphneServer, session_cookie: dict[str, str], proc_env: Any
 ) -> None:
