@@ -25,8 +25,7 @@ DEMO_TIMINGS = {
     "enable_llm_switching": True,
 }
 SHOWN = ("hhmrs_", "fault_", "run_", "job_failed")
-ENDS = ("run_completed", "run_failed")
-END_EVENT_WAIT_S = 5.0
+EVENTS_PAGE = 200
 
 
 def add_arguments(parser: CommandParser) -> None:
@@ -58,25 +57,19 @@ def run(cmd: BaseCommand, options: dict[str, Any]) -> None:
         )
         cmd.stdout.write(f"run {new.run_id} submitted; watching supervision events...")
         deadline = time.monotonic() + options["timeout"]
-        ended_at: float | None = None
-        told = False  # The run's own run_completed / run_failed event was shown.
         while True:
-            # The status before the events: an event stored before the run was seen to
-            # end is then among those read below.
+            # The status before the events: a run's end and its event are stored in one
+            # transaction, so once the run is seen ended its event is among those read.
             found = Run.objects.get(pk=new.run_id)
-            for event in events_after(last, 200):
+            events = events_after(last, EVENTS_PAGE)
+            for event in events:
                 last = event.id
                 if event.event_type.startswith(SHOWN):
                     message = event.data.get("message") or event.data.get("status") or ""
                     cmd.stdout.write(f"  {event.event_type:<18} {message}")
-                if event.event_type in ENDS and event.data.get("run_id") == str(new.run_id):
-                    told = True
-            if found.status in (Run.Status.COMPLETED, Run.Status.FAILED):
-                # The run's end and its event are stored one after the other: wait a
-                # little for the event, so that the demo shows how the run ended.
-                ended_at = ended_at or time.monotonic()
-                if told or time.monotonic() - ended_at > END_EVENT_WAIT_S:
-                    break
+            ended = found.status in (Run.Status.COMPLETED, Run.Status.FAILED)
+            if ended and len(events) < EVENTS_PAGE:
+                break
             if time.monotonic() > deadline:
                 raise CommandError(
                     f"the demo run is still {found.status} after {options['timeout']}s"

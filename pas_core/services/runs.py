@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from ..models import Job, Run
@@ -26,19 +27,22 @@ def run_finish(run_id: Any, root: Job) -> None:
         message = "Lanes failed: " + ", ".join(result["failed_lanes"])
     else:
         message = result.get("message") or root.error or f"Permanently failed: {root.agent_id}"
-    if not run_move(run_id, to=status, finished_at=timezone.now(), message=message, summary=result):
-        return
-    run = Run.objects.get(pk=run_id)
-    event_emit(
-        "run_completed" if ok else "run_failed",
-        {
-            "run_id": str(run_id),
-            "status": status,
-            "message": message,
-            "duration_s": run.duration_s,
-            "lanes": result.get("lanes", {}),
-        },
-    )
+    with transaction.atomic(savepoint=False):  # The run's end and its event, together.
+        if not run_move(
+            run_id, to=status, finished_at=timezone.now(), message=message, summary=result
+        ):
+            return
+        run = Run.objects.get(pk=run_id)
+        event_emit(
+            "run_completed" if ok else "run_failed",
+            {
+                "run_id": str(run_id),
+                "status": status,
+                "message": message,
+                "duration_s": run.duration_s,
+                "lanes": result.get("lanes", {}),
+            },
+        )
     comms_log(
         sender="PAS Root",
         recipient="user",
