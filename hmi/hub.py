@@ -1,8 +1,10 @@
 """The stream hub: one subscription per process, every open stream fed from it.
 
 Each event published reaches this process once (one channel in the events group), is
-formatted once, and is handed to every open stream as a ready-made batch: a stream's
-own cost per event is a queue put and a socket write. Events that arrive together
+formatted once, and is handed to every open stream as a ready-made batch. A stream
+of events only (no page: the API's clients) is written by the hub itself, one write
+each, paced; a page's stream gets the batch in its queue, since its task renders and
+writes the page's HTML after the events. Events that arrive together
 (a storm: a thousand timeouts at once) travel together, and each page kind's HTML
 fragments are rendered once per batch, not once per stream or per event. The same
 event loop serves the heartbeat route (``pas_core.heartbeat_asgi``), so this work is
@@ -21,8 +23,9 @@ import json
 import logging
 import os
 import socket
+import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +112,11 @@ class Listener:
         default_factory=lambda: asyncio.Queue(maxsize=QUEUE_MAX)
     )
     dropped: bool = False
+    # Set once the stream is live and its queue empty, for a stream of events only: the
+    # hub then writes each batch (None: a keep-alive) to it itself, in its own task,
+    # instead of waking the stream's task for every batch (with 100 streams that wake-up
+    # and the generators it resumes were most of a write's cost to the loop).
+    direct: Callable[[Batch | None], Awaitable[None]] | None = None
 
 
 class PageRenderer:
@@ -292,7 +300,7 @@ class Hub:
             for start in range(0, len(events), BATCH_MAX):
                 if start:
                     await asyncio.sleep(0)  # A storm is formatted over several turns.
-                self._send(Batch(events[start : start + BATCH_MAX]))
+                await self._send(Batch(events[start : start + BATCH_MAX]))
 
     async def _fill_gaps(self, events: list[dict[str, Any]]) -> None:
         """Send the stored events missing before or among ``events`` (sorted), if any.
@@ -319,22 +327,41 @@ class Hub:
                 break
             low = page[-1]["id"]
         if missed:
-            self._send(Batch(missed, replay=True))
+            await self._send(Batch(missed, replay=True))
 
     async def _silence(self) -> None:
         """After a quiet spell: send stored events never received, else a keep-alive."""
         missed = await self.fetch(self.last_id, 500, None) if self.last_id is not None else []
         if missed:
-            self._send(Batch(missed, replay=True))
+            await self._send(Batch(missed, replay=True))
             self.last_id = max(self.last_id or 0, missed[-1]["id"])
         else:
-            for listener in list(self.listeners):
-                self._put(listener, None)
+            await self._send(None)
         await self._count()
 
-    def _send(self, batch: Batch) -> None:
+    async def _send(self, item: Batch | None) -> None:
+        """Hand ``item`` to every stream: into the queues first, then written to the
+        streams the hub writes itself, each within the pacer's budget for a turn."""
+        direct = []
         for listener in list(self.listeners):
-            self._put(listener, batch)
+            if listener.direct is None:
+                self._put(listener, item)
+            else:
+                direct.append((listener, listener.direct))
+        for listener, write in direct:
+            await self.pacer.turn()
+            if listener not in self.listeners:  # It left while others were written.
+                continue
+            started = time.perf_counter()
+            try:
+                await write(item)
+            except Exception:  # noqa: BLE001 - one stream's failure is not the others'
+                log.warning("could not write to an event stream; dropping it", exc_info=True)
+                self._drop(listener)
+                with contextlib.suppress(asyncio.QueueFull):
+                    listener.queue.put_nowait(None)  # Wakes its task, which then ends.
+            finally:
+                self.pacer.spend(time.perf_counter() - started)
 
     def _put(self, listener: Listener, item: Batch | None) -> None:
         try:
@@ -342,8 +369,11 @@ class Hub:
         except asyncio.QueueFull:
             # Too far behind: drop the stream. The browser reconnects with its
             # Last-Event-ID and replays what it missed from the database.
-            listener.dropped = True
-            self.listeners.discard(listener)
+            self._drop(listener)
+
+    def _drop(self, listener: Listener) -> None:
+        listener.dropped = True
+        self.listeners.discard(listener)
 
     # -- bookkeeping -------------------------------------------------------------
 

@@ -33,7 +33,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from importlib import import_module
 from typing import Any
@@ -184,10 +184,24 @@ async def _paced(chunks: AsyncGenerator[str, None], pacer: Pacer) -> AsyncGenera
         await chunks.aclose()
 
 
-async def _stream(after: int | None, page: str) -> AsyncGenerator[str, None]:
+Write = Callable[[str], Awaitable[None]]
+
+
+async def _stream(
+    after: int | None, page: str, write: Write | None = None
+) -> AsyncGenerator[str, None]:
+    """Yield the stream's chunks. With ``write`` (a stream of events only, served by
+    ``stream_front``), once live the hub writes the events through ``write`` itself
+    and this generator only waits for the stream's end."""
     the_hub = _hub()
     listener: Listener = await the_hub.join(page)
     seen = _Seen()
+
+    async def direct(item: Batch | None) -> None:
+        text = ": keep-alive\n\n" if item is None else _fresh_text(item, seen)
+        if text and write is not None:
+            await write(text)
+
     try:
         yield f"retry: {RETRY_MS}\n\n"
         if after is not None:
@@ -197,7 +211,14 @@ async def _stream(after: int | None, page: str) -> AsyncGenerator[str, None]:
         yield ": live\n\n"
         sent_html: str | None = None
         while not listener.dropped:
+            if write is not None and not page and listener.queue.empty():
+                # Nothing left to write in order before the hub's next batch: from now
+                # on the hub writes to this stream itself, and the queue stays empty
+                # (unless a write fails: the hub drops the stream and wakes us).
+                listener.direct = direct
             first = await listener.queue.get()
+            if listener.direct is not None:
+                break  # The hub dropped the stream (a write failed).
             # Everything that queued up while this stream waited goes out together, its
             # events first: no stream waits for HTML to get its JSON.
             batches = [first, *_drain(listener)]
@@ -286,7 +307,8 @@ async def _until_disconnect(receive: Any) -> None:
 def stream_front(app: Any) -> Any:
     """Serve ``GET /events/stream`` in front of Django; pass everything else to ``app``.
 
-    A stream's writes skip Django's streaming response: each chunk is one ``send``,
+    A stream's writes skip Django's streaming response: each chunk is one ``send``
+    (a stream of events only is written by the hub itself once live, ``Listener.direct``),
     where Django's response took a pass through its own iterators and a per-chunk
     split, on the event loop that serves every stream and the heartbeat route. With 500
     streams and 10 events a second Daphne was busy 93 % of its core, 62-65 % without those
@@ -325,13 +347,14 @@ def stream_front(app: Any) -> Any:
         start_headers += [(k.encode(), v.encode()) for k, v in STREAM_HEADERS]
         await send({"type": "http.response.start", "status": 200, "headers": start_headers})
 
+        async def write(text: str) -> None:
+            await send({"type": "http.response.body", "body": text.encode(), "more_body": True})
+
         async def pump() -> None:
-            chunks = _paced(_stream(last, page), _hub().pacer)
+            chunks = _paced(_stream(last, page, write), _hub().pacer)
             async with aclosing(chunks):
                 async for chunk in chunks:
-                    await send(
-                        {"type": "http.response.body", "body": chunk.encode(), "more_body": True}
-                    )
+                    await write(chunk)
 
         writer = asyncio.ensure_future(pump())
         watcher = asyncio.ensure_future(_until_disconnect(receive))

@@ -491,3 +491,103 @@ def test_the_hub_fills_a_gap_inside_a_batch_from_the_database() -> None:
 
     assert asyncio.run(deliver()) == [6, 7]
     assert len(reads) == 1
+
+
+def test_the_hub_writes_a_stream_of_events_itself_and_drops_one_whose_write_fails() -> None:
+    from hmi.hub import Batch, Hub, Listener
+
+    async def send_two() -> tuple[list[Any], Listener, Listener, Listener, int]:
+        hub = Hub(lambda after, limit, before: [], lambda: 0)
+        written: list[Any] = []
+        tries = 0
+
+        async def write(item: Batch | None) -> None:
+            written.append(item.ids if item is not None else None)
+
+        async def broken(item: Batch | None) -> None:
+            nonlocal tries
+            tries += 1
+            raise OSError("the connection is gone")
+
+        queued, direct, failing = Listener(""), Listener(""), Listener("")
+        direct.direct, failing.direct = write, broken
+        hub.listeners |= {queued, direct, failing}
+        await hub._send(Batch([{"id": 1, "event_type": "x", "data": {}}]))
+        await hub._send(None)  # A keep-alive.
+        return written, queued, direct, failing, tries
+
+    written, queued, direct, failing, tries = asyncio.run(send_two())
+    assert written == [[1], None]
+    assert direct.queue.empty()  # Written, not queued: its task was never woken.
+    items = [queued.queue.get_nowait() for _ in range(queued.queue.qsize())]
+    assert [item.ids if item is not None else None for item in items] == [[1], None]
+    # The failing stream: tried once, dropped, its task woken (one None) to end.
+    assert failing.dropped and tries == 1
+    assert failing.queue.qsize() == 1 and failing.queue.get_nowait() is None
+
+
+def test_once_live_a_stream_of_events_is_written_by_the_hub_task_not_its_own(
+    tree: Any, api_token: str
+) -> None:
+    """Through the ASGI front, a stream without a page gets its events from the hub's
+    delivering task (one task for every such stream), not from a task woken per event."""
+    from django.db import connection
+
+    from hmi import hub as hub_module
+    from hmi import streams
+    from pas_core.stores.events import event_emit
+
+    def emit() -> None:
+        try:
+            event_emit("operator_note", {"message": "direct"})
+        finally:
+            connection.close()
+
+    async def serve() -> tuple[list[tuple[bytes, Any]], Any]:
+        writes: list[tuple[bytes, Any]] = []
+        gone = asyncio.Event()
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            raise AssertionError("the front passed the stream on to Django")
+
+        async def receive() -> dict[str, str]:
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            writes.append((message.get("body", b""), asyncio.current_task()))
+
+        async def until(text: bytes) -> None:
+            deadline = time.monotonic() + 20
+            while not any(text in body for body, _ in writes):
+                assert time.monotonic() < deadline, f"{text!r} not written: {writes}"
+                await asyncio.sleep(0.01)
+
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/events/stream",
+            "query_string": b"",
+            "headers": [(b"authorization", f"Bearer {api_token}".encode())],
+        }
+        served = asyncio.ensure_future(streams.stream_front(app)(scope, receive, send))
+        the_hub = streams._hub()
+        try:
+            await until(b": live")
+            await asyncio.to_thread(emit)
+            await until(b"operator_note")
+            deliverer = the_hub.tasks[1]
+        finally:
+            gone.set()
+            await served
+            for task in the_hub.tasks:
+                task.cancel()
+            await asyncio.gather(*the_hub.tasks, return_exceptions=True)
+            hub_module._hubs.pop(id(asyncio.get_running_loop()), None)
+        return writes, deliverer
+
+    writes, deliverer = asyncio.run(serve())
+    live_writer = next(task for body, task in writes if b": live" in body)
+    event_writer = next(task for body, task in writes if b"operator_note" in body)
+    assert event_writer is deliverer
+    assert live_writer is not deliverer  # The replay and ": live" come from its own task.
