@@ -28,7 +28,8 @@ hang      a hang injected among 100 in flight (beats 1 s, timeout 5 s, sweep 0.5
 health    GET /health on Daphne with the workers up, sequential keep-alive [p95 < 50 ms]
 fanout    100, then 500 open SSE streams, events published from this process 10 a
           second: publish-to-receive latency at every stream [100: p95 < 20 ms; 500:
-          p95 < 100 ms; none missed]
+          p95 < 100 ms; none missed]; ``--fanout-page 1`` opens them as the HMI's
+          tabs do (``?hmi=1``: the page's fragments rendered and written too)
 storm     50 streams of the tree page (``?hmi=tree``: fragments rendered), 2,000 events
           emitted as fast as they can be, while 200 agents beat over HTTP once a second
           each with their own agent tokens: heartbeat latency during the storm [p95 <
@@ -796,18 +797,20 @@ def emit_paced(count: int, per_s: float, tag: str) -> None:
         event_publish(event)
 
 
-def bench_fanout(box: Any, quick: bool) -> None:
+def bench_fanout(box: Any, quick: bool, page: str = "") -> None:
     from pas_core.auth import token_create
 
     events = 40 if quick else 100
     per_s = 10.0
-    print(f"\n[fanout] SSE streams on one Daphne, {events} events at {per_s:g}/s each phase")
+    kind = f" of the page ?hmi={page} (fragments rendered)" if page else ""
+    print(f"\n[fanout] SSE streams{kind} on one Daphne, {events} events at {per_s:g}/s each phase")
     print(f"  before: {others_now()}")
     token, _ = token_create(name="bench-sse")
     with stack(box, delay=0, workers=False, beat=False, web=True) as running:
         web = running["web"]
         for streams, target in ((100, 0.020), (500, 0.100)):
-            client = _client("sse", {"port": web.port, "token": token, "streams": streams}, box)
+            cfg = {"port": web.port, "token": token, "streams": streams, "page": page}
+            client = _client("sse", cfg, box)
             ready = _client_line(client, 120)
             assert ready.get("ready") == streams, ready
             time.sleep(0.5)
@@ -1277,6 +1280,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter phases")
     parser.add_argument("--only", default="", help="comma-separated phases: " + ",".join(PHASES))
+    parser.add_argument(
+        "--fanout-page",
+        default="",
+        metavar="PAGE",
+        help="fanout's streams ask for a page's fragments (?hmi=PAGE: 1, tree), as HMI tabs do",
+    )
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
     unknown = only - set(PHASES)
@@ -1305,7 +1314,7 @@ def main() -> int:
         bench_hang(box, args.quick)
         reset(box)
     if wanted("fanout"):
-        bench_fanout(box, args.quick)
+        bench_fanout(box, args.quick, args.fanout_page)
         reset(box)
     if wanted("storm"):
         bench_storm(box, args.quick)

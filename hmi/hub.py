@@ -1,10 +1,11 @@
 """The stream hub: one subscription per process, every open stream fed from it.
 
 Each event published reaches this process once (one channel in the events group), is
-formatted once, and is handed to every open stream as a ready-made batch. A stream
-of events only (no page: the API's clients) is written by the hub itself, one write
-each, paced; a page's stream gets the batch in its queue, since its task renders and
-writes the page's HTML after the events. Events that arrive together
+formatted once, and is handed to every open stream as a ready-made batch. Once a
+stream is live the hub writes to it itself, paced: the events at once, and a page's
+HTML when its rendering is ready (one task per page kind writes it to every stream of
+the page, in the order of the batches), so no stream's task is woken per event. Events
+that arrive together
 (a storm: a thousand timeouts at once) travel together, and each page kind's HTML
 fragments are rendered once per batch, not once per stream or per event. The same
 event loop serves the heartbeat route (``pas_core.heartbeat_asgi``), so this work is
@@ -112,11 +113,15 @@ class Listener:
         default_factory=lambda: asyncio.Queue(maxsize=QUEUE_MAX)
     )
     dropped: bool = False
-    # Set once the stream is live and its queue empty, for a stream of events only: the
-    # hub then writes each batch (None: a keep-alive) to it itself, in its own task,
-    # instead of waking the stream's task for every batch (with 100 streams that wake-up
-    # and the generators it resumes were most of a write's cost to the loop).
-    direct: Callable[[Batch | None], Awaitable[None]] | None = None
+    # Set once the stream is live and its queue empty: the hub then writes each batch
+    # (None: a keep-alive) to it itself, in its own task, instead of waking the
+    # stream's task for every batch (with 100 streams that wake-up and the generators it
+    # resumes were most of a write's cost to the loop). ``direct`` writes the batch's
+    # events the stream has not sent yet and says whether there were any; ``write``
+    # writes text (a page's HTML, the run pages' triggers).
+    direct: Callable[[Batch | None], Awaitable[bool]] | None = None
+    write: Callable[[str], Awaitable[None]] | None = None
+    last_html: str | None = None  # A merged rendering goes out once.
 
 
 class PageRenderer:
@@ -174,6 +179,9 @@ class Hub:
         self.tasks: list[asyncio.Task[None]] = []
         self.stopper: asyncio.TimerHandle | None = None
         self.renderers: dict[str, PageRenderer] = {}
+        # Per page kind: the batches whose HTML is due to streams the hub writes, in order.
+        self.page_queues: dict[str, asyncio.Queue[tuple[Batch, list[Listener]]]] = {}
+        self.page_tasks: list[asyncio.Task[None]] = []
         self.pacer = Pacer()
         self.proc = f"{socket.gethostname()}:{os.getpid()}"
         self.redis: Any = None
@@ -341,27 +349,70 @@ class Hub:
 
     async def _send(self, item: Batch | None) -> None:
         """Hand ``item`` to every stream: into the queues first, then written to the
-        streams the hub writes itself, each within the pacer's budget for a turn."""
+        streams the hub writes itself, each within the pacer's budget for a turn; their
+        pages' HTML is asked for first and written when ready (``_write_pages``)."""
         direct = []
         for listener in list(self.listeners):
             if listener.direct is None:
                 self._put(listener, item)
             else:
                 direct.append((listener, listener.direct))
+        pages: dict[str, list[Listener]] = {}
+        if item is not None:
+            for page in {listener.page for listener, _ in direct if listener.page}:
+                self.request(item, page)  # Rendering while the events go out.
+                pages[page] = []
         for listener, write in direct:
-            await self.pacer.turn()
-            if listener not in self.listeners:  # It left while others were written.
-                continue
-            started = time.perf_counter()
-            try:
-                await write(item)
-            except Exception:  # noqa: BLE001 - one stream's failure is not the others'
-                log.warning("could not write to an event stream; dropping it", exc_info=True)
-                self._drop(listener)
-                with contextlib.suppress(asyncio.QueueFull):
-                    listener.queue.put_nowait(None)  # Wakes its task, which then ends.
-            finally:
-                self.pacer.spend(time.perf_counter() - started)
+            fresh = await self._write(listener, write, item)
+            if fresh and listener.page:
+                pages[listener.page].append(listener)
+        for page, listeners in pages.items():
+            if item is not None and listeners:
+                self._page_queue(page).put_nowait((item, listeners))
+
+    async def _write(
+        self, listener: Listener, write: Callable[[Any], Awaitable[Any]], what: Any
+    ) -> Any:
+        """Write to a stream within the pacer's budget; drop it if the write fails."""
+        await self.pacer.turn()
+        if listener not in self.listeners:  # It left while others were written.
+            return None
+        started = time.perf_counter()
+        try:
+            return await write(what)
+        except Exception:  # noqa: BLE001 - one stream's failure is not the others'
+            log.warning("could not write to an event stream; dropping it", exc_info=True)
+            self._drop(listener)
+            with contextlib.suppress(asyncio.QueueFull):
+                listener.queue.put_nowait(None)  # Wakes its task, which then ends.
+            return None
+        finally:
+            self.pacer.spend(time.perf_counter() - started)
+
+    def _page_queue(self, page: str) -> asyncio.Queue[tuple[Batch, list[Listener]]]:
+        queue = self.page_queues.get(page)
+        if queue is None:
+            queue = self.page_queues[page] = asyncio.Queue()
+            task = asyncio.get_running_loop().create_task(self._write_pages(page, queue))
+            self.page_tasks.append(task)
+        return queue
+
+    async def _write_pages(
+        self, page: str, queue: asyncio.Queue[tuple[Batch, list[Listener]]]
+    ) -> None:
+        """Write a page's HTML and the run pages' triggers to the streams that got a
+        batch's events, batch after batch (a later rendering never goes out first)."""
+        while True:
+            batch, listeners = await queue.get()
+            html = await self.fragments_for(batch, page)
+            message = sse_message(html, event="hmi", event_id=batch.ids[-1]) if html else ""
+            for listener in listeners:
+                text = batch.triggers
+                if html and html is not listener.last_html:
+                    text = message + text
+                    listener.last_html = html
+                if text and listener.write is not None:
+                    await self._write(listener, listener.write, text)
 
     def _put(self, listener: Listener, item: Batch | None) -> None:
         try:
@@ -393,9 +444,9 @@ class Hub:
         self.stopper = None
         if self.listeners:
             return
-        for task in self.tasks:
+        for task in self.tasks + self.page_tasks:
             task.cancel()
-        self.tasks = []
+        self.tasks, self.page_tasks, self.page_queues = [], [], {}
         self.last_id = None
         self.inbox = asyncio.Queue()
 

@@ -190,17 +190,19 @@ Write = Callable[[str], Awaitable[None]]
 async def _stream(
     after: int | None, page: str, write: Write | None = None
 ) -> AsyncGenerator[str, None]:
-    """Yield the stream's chunks. With ``write`` (a stream of events only, served by
-    ``stream_front``), once live the hub writes the events through ``write`` itself
-    and this generator only waits for the stream's end."""
+    """Yield the stream's chunks. With ``write`` (``stream_front``), once live the hub
+    writes the events and the page's HTML through ``write`` itself and this generator
+    only waits for the stream's end."""
     the_hub = _hub()
     listener: Listener = await the_hub.join(page)
     seen = _Seen()
 
-    async def direct(item: Batch | None) -> None:
+    async def direct(item: Batch | None) -> bool:
+        """Write a batch's events not sent yet (or a keep-alive); whether there were any."""
         text = ": keep-alive\n\n" if item is None else _fresh_text(item, seen)
         if text and write is not None:
             await write(text)
+        return bool(text) and item is not None
 
     try:
         yield f"retry: {RETRY_MS}\n\n"
@@ -211,10 +213,11 @@ async def _stream(
         yield ": live\n\n"
         sent_html: str | None = None
         while not listener.dropped:
-            if write is not None and not page and listener.queue.empty():
+            if write is not None and listener.queue.empty():
                 # Nothing left to write in order before the hub's next batch: from now
                 # on the hub writes to this stream itself, and the queue stays empty
                 # (unless a write fails: the hub drops the stream and wakes us).
+                listener.write, listener.last_html = write, sent_html
                 listener.direct = direct
             first = await listener.queue.get()
             if listener.direct is not None:

@@ -501,10 +501,11 @@ def test_the_hub_writes_a_stream_of_events_itself_and_drops_one_whose_write_fail
         written: list[Any] = []
         tries = 0
 
-        async def write(item: Batch | None) -> None:
+        async def write(item: Batch | None) -> bool:
             written.append(item.ids if item is not None else None)
+            return item is not None
 
-        async def broken(item: Batch | None) -> None:
+        async def broken(item: Batch | None) -> bool:
             nonlocal tries
             tries += 1
             raise OSError("the connection is gone")
@@ -526,11 +527,12 @@ def test_the_hub_writes_a_stream_of_events_itself_and_drops_one_whose_write_fail
     assert failing.queue.qsize() == 1 and failing.queue.get_nowait() is None
 
 
-def test_once_live_a_stream_of_events_is_written_by_the_hub_task_not_its_own(
+def test_once_live_streams_are_written_by_the_hubs_tasks_not_their_own(
     tree: Any, api_token: str
 ) -> None:
-    """Through the ASGI front, a stream without a page gets its events from the hub's
-    delivering task (one task for every such stream), not from a task woken per event."""
+    """Through the ASGI front, a live stream gets its events from the hub's delivering
+    task (one task for every stream) and, with ``?hmi=``, its page's HTML and the run
+    pages' triggers from the page's writer task: no task of its own is woken per event."""
     from django.db import connection
 
     from hmi import hub as hub_module
@@ -539,12 +541,12 @@ def test_once_live_a_stream_of_events_is_written_by_the_hub_task_not_its_own(
 
     def emit() -> None:
         try:
-            event_emit("operator_note", {"message": "direct"})
+            event_emit("hhmrs_timeout", {"agent_id": "Dir-Code", "run_id": "r-1", "message": "x"})
         finally:
             connection.close()
 
-    async def serve() -> tuple[list[tuple[bytes, Any]], Any]:
-        writes: list[tuple[bytes, Any]] = []
+    async def serve() -> tuple[dict[bytes, list[tuple[bytes, Any]]], Any, list[Any]]:
+        writes: dict[bytes, list[tuple[bytes, Any]]] = {b"": [], b"hmi=tree": []}
         gone = asyncio.Event()
 
         async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -554,40 +556,59 @@ def test_once_live_a_stream_of_events_is_written_by_the_hub_task_not_its_own(
             await gone.wait()
             return {"type": "http.disconnect"}
 
-        async def send(message: dict[str, Any]) -> None:
-            writes.append((message.get("body", b""), asyncio.current_task()))
+        def sender(query: bytes) -> Any:
+            async def send(message: dict[str, Any]) -> None:
+                writes[query].append((message.get("body", b""), asyncio.current_task()))
 
-        async def until(text: bytes) -> None:
+            return send
+
+        async def until(query: bytes, text: bytes) -> None:
             deadline = time.monotonic() + 20
-            while not any(text in body for body, _ in writes):
+            while not any(text in body for body, _ in writes[query]):
                 assert time.monotonic() < deadline, f"{text!r} not written: {writes}"
                 await asyncio.sleep(0.01)
 
-        scope = {
-            "type": "http",
-            "method": "GET",
-            "path": "/events/stream",
-            "query_string": b"",
-            "headers": [(b"authorization", f"Bearer {api_token}".encode())],
-        }
-        served = asyncio.ensure_future(streams.stream_front(app)(scope, receive, send))
+        served = []
+        for query in writes:
+            scope = {
+                "type": "http",
+                "method": "GET",
+                "path": "/events/stream",
+                "query_string": query,
+                "headers": [(b"authorization", f"Bearer {api_token}".encode())],
+            }
+            front = streams.stream_front(app)
+            served.append(asyncio.ensure_future(front(scope, receive, sender(query))))
         the_hub = streams._hub()
         try:
-            await until(b": live")
+            for query in writes:
+                await until(query, b": live")
             await asyncio.to_thread(emit)
-            await until(b"operator_note")
-            deliverer = the_hub.tasks[1]
+            await until(b"", b"event: hhmrs_timeout")
+            await until(b"hmi=tree", b"event: run-r-1")
+            deliverer, page_writers = the_hub.tasks[1], list(the_hub.page_tasks)
         finally:
             gone.set()
-            await served
-            for task in the_hub.tasks:
+            await asyncio.gather(*served)
+            for task in the_hub.tasks + the_hub.page_tasks:
                 task.cancel()
-            await asyncio.gather(*the_hub.tasks, return_exceptions=True)
+            await asyncio.gather(*the_hub.tasks, *the_hub.page_tasks, return_exceptions=True)
             hub_module._hubs.pop(id(asyncio.get_running_loop()), None)
-        return writes, deliverer
+        return writes, deliverer, page_writers
 
-    writes, deliverer = asyncio.run(serve())
-    live_writer = next(task for body, task in writes if b": live" in body)
-    event_writer = next(task for body, task in writes if b"operator_note" in body)
-    assert event_writer is deliverer
-    assert live_writer is not deliverer  # The replay and ": live" come from its own task.
+    writes, deliverer, page_writers = asyncio.run(serve())
+
+    def writer(query: bytes, text: bytes) -> Any:
+        return next(task for body, task in writes[query] if text in body)
+
+    assert writer(b"", b"event: hhmrs_timeout") is deliverer
+    assert writer(b"hmi=tree", b"event: hhmrs_timeout") is deliverer
+    assert len(page_writers) == 1
+    html = writer(b"hmi=tree", b"event: hmi")
+    assert html is page_writers[0] and writer(b"hmi=tree", b"event: run-r-1") is html
+    # The page's HTML comes after the events it shows, in the same stream.
+    bodies = b"".join(body for body, _ in writes[b"hmi=tree"])
+    assert bodies.index(b"event: hhmrs_timeout") < bodies.index(b"event: hmi")
+    assert b'id="node-Dir-Code"' in bodies
+    for query in writes:  # The replay and ": live" come from the stream's own task.
+        assert writer(query, b": live") not in (deliverer, *page_writers)
