@@ -21,17 +21,22 @@ SHORT = {
 
 @contextlib.contextmanager
 def stack(env: dict[str, str], *, beat: bool = True, agents: int = 8) -> Iterator[dict[str, Any]]:
-    """Start real workers (agents as the Procfile runs it, hhmrs) and, optionally, beat."""
-    with contextlib.ExitStack() as stack_:
-        running: dict[str, Any] = {
-            "agents": stack_.enter_context(procs.agents_worker(env, concurrency=agents)),
-            "hhmrs": stack_.enter_context(
-                procs.celery_worker(env, queues="hhmrs", name="hhmrs", concurrency=1)
-            ),
-        }
-        if beat:
-            running["beat"] = stack_.enter_context(procs.celery_beat(env))
+    """Start real workers (agents as the Procfile runs it, hhmrs) and, optionally, beat.
+
+    They start together and stop together (``procs.start_together``): the test waits for
+    the slowest start-up and the slowest shutdown, not for their sum.
+    """
+    running: dict[str, Any] = {
+        "agents": procs.agents_worker(env, concurrency=agents),
+        "hhmrs": procs.celery_worker(env, queues="hhmrs", name="hhmrs", concurrency=1),
+    }
+    if beat:
+        running["beat"] = procs.celery_beat(env)
+    procs.start_together(list(running.values()))
+    try:
         yield running
+    finally:
+        procs.stop_together(list(running.values()))
 
 
 def short_timings(**more: Any) -> config.Hhmrs:

@@ -69,6 +69,17 @@ class Proc:
         self._log: IO[bytes] | None = None
 
     def start(self) -> Self:
+        """Launch the process and return once it serves (``wait_ready``)."""
+        self.launch()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def launch(self) -> Self:
+        """Launch the process without waiting for it to serve (see ``start_together``)."""
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
             self.argv,
@@ -81,11 +92,6 @@ class Proc:
         )
         _started.append(self)
         _running.append(self)
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
         return self
 
     def wait_ready(self) -> None:
@@ -126,11 +132,15 @@ class Proc:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
 
-    def stop(self, grace: float = STOP_GRACE_S) -> None:
-        """Terminate the group, kill it after ``grace`` seconds; idempotent."""
+    def stop(self, grace: float = STOP_GRACE_S, *, signalled: bool = False) -> None:
+        """Terminate the group, kill it after ``grace`` seconds; idempotent.
+
+        ``signalled``: SIGTERM was sent already (``stop_together``), only wait.
+        """
         if self.popen is not None:
             if self.popen.poll() is None:
-                self.signal_group(signal.SIGTERM)
+                if not signalled:
+                    self.signal_group(signal.SIGTERM)
                 try:
                     self.popen.wait(grace)
                 except subprocess.TimeoutExpired:
@@ -207,7 +217,8 @@ class CeleryWorker(Proc):
         # A private app: the worker's broker is the one in its env, whatever ours says.
         app = Celery("pas_core_ping", broker=self.broker_url, set_as_current=False)
         try:
-            replies = app.control.ping(destination=[self.nodename], timeout=timeout)
+            # limit=1: return at its reply, not at the end of the timeout.
+            replies = app.control.ping(destination=[self.nodename], timeout=timeout, limit=1)
         finally:
             app.close()
         return any(self.nodename in reply for reply in replies or [])
@@ -271,6 +282,30 @@ class CeleryBeat(Proc):
         self.wait_until(
             lambda: "beat: Starting" in self.log_text(), "'beat: Starting' line", START_TIMEOUT_S
         )
+
+
+def start_together(procs: list[Proc]) -> None:
+    """Launch every process, then wait until each serves: their start-ups (imports,
+    Django's set-up) overlap instead of adding up. On a failure every one is stopped."""
+    try:
+        for proc in procs:
+            proc.launch()
+        for proc in procs:
+            proc.wait_ready()
+    except BaseException:
+        stop_together(procs)
+        raise
+
+
+def stop_together(procs: list[Proc], grace: float = STOP_GRACE_S) -> None:
+    """Send every process group SIGTERM at once, then wait for each (killing what is
+    left after ``grace``): their shutdowns overlap instead of adding up."""
+    for proc in procs:
+        if proc.alive:
+            proc.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        proc.stop(max(0.1, deadline - time.monotonic()), signalled=True)
 
 
 def celery_worker(
