@@ -311,12 +311,12 @@ def stream_front(app: Any) -> Any:
     """Serve ``GET /events/stream`` in front of Django; pass everything else to ``app``.
 
     A stream's writes skip Django's streaming response: each chunk is one ``send``
-    (a stream of events only is written by the hub itself once live, ``Listener.direct``),
-    where Django's response took a pass through its own iterators and a per-chunk
-    split, on the event loop that serves every stream and the heartbeat route. With 500
-    streams and 10 events a second Daphne was busy 93 % of its core, 62-65 % without those
-    passes. Authentication is checked once, at connect, as the view does: a
-    session cookie of a logged-in user, or a bearer token that is not an agent's.
+    (once live, the hub writes them itself: ``Listener.direct``), where Django's response
+    took a pass through its own iterators and a per-chunk split, on the event loop that
+    serves every stream and the heartbeat route. With 500 streams and 10 events a second
+    Daphne was busy 93 % of its core, 62-65 % without those passes. Authentication is
+    checked once, at connect, as the view does: a session cookie of a logged-in user, or
+    a bearer token that is not an agent's.
     """
 
     async def front(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -148,7 +148,7 @@ class Proc:
             # Always sweep the group: the leader may be gone while children linger.
             self.signal_group(signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(grace)
+                self.popen.wait(max(grace, 1.0))  # Killed: gone at once, unless the machine crawls.
         if self._log is not None:
             self._log.close()
             self._log = None
