@@ -88,6 +88,7 @@ def _only_acceptance(run: Run) -> bool:
     )
 
 
+@pytest.mark.timeout(600)  # Up to three runs of about a minute; the module's 420 s is for one.
 def test_a_five_lane_directive_completes_on_the_local_model(
     tree: Any, proc_env: Any, tmp_path: Path
 ) -> None:
@@ -101,12 +102,15 @@ def test_a_five_lane_directive_completes_on_the_local_model(
     with stack(proc_env(PAS_LLM_MODE="live"), agents=6):
         run = wait_run(run_submit(**directive).run_id, timeout=360)
         first = _troubles(run)
-        if run.status != Run.Status.COMPLETED and _only_acceptance(run):
+        for _ in range(2):
+            if run.status == Run.Status.COMPLETED or not _only_acceptance(run):
+                break
             # The 135M model, sampling at llama.cpp's default temperature, now and then
-            # writes nothing a lane's acceptance finds (about 1 run in 14 here), or keeps
-            # writing what PAS refuses (an absolute path, through the whole ladder), and
-            # PAS rightly fails that lane. Such a run gets one second try; any other
-            # failure (an error, a timeout, a crash) fails the test at once.
+            # writes nothing a lane's acceptance finds (about 1 run in 14 here; a clean
+            # clone's CI once saw it twice in a row), or keeps writing what PAS refuses
+            # (an absolute path, through the whole ladder), and PAS rightly fails that
+            # lane. Such a run gets up to two more tries; any other failure (an error, a
+            # timeout, a crash) fails the test at once.
             run = wait_run(run_submit(**directive).run_id, timeout=360)
     server.stop()
 
