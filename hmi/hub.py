@@ -1,13 +1,13 @@
 """The stream hub: one subscription per process, every open stream fed from it.
 
 Each event published reaches this process once (one channel in the events group), is
-formatted once, and is handed to every open stream as a ready-made batch. Once a
-stream is live the hub writes to it itself, paced: the events at once, and a page's
-HTML when its rendering is ready (one task per page kind writes it to every stream of
-the page, in the order of the batches), so no stream's task is woken per event. Events
-that arrive together
-(a storm: a thousand timeouts at once) travel together, and each page kind's HTML
-fragments are rendered once per batch, not once per stream or per event. The same
+formatted once (``hmi.batches``), and is handed to every open stream as a ready-made
+batch. Once a stream is live the hub writes to it itself, paced: the events at once,
+and a page's HTML when its rendering is ready (one task per page kind writes it to
+every stream of the page, in the order of the batches), so no stream's task is woken
+per event. Events that arrive together (a storm: a thousand timeouts at once) travel
+together, and each page kind's HTML fragments are rendered once per batch, not once
+per stream or per event (``hmi.renderers``). The same
 event loop serves the heartbeat route (``pas_core.heartbeat_asgi``), so this work is
 kept small and out of the loop: rendering happens in a thread.
 
@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import json
 import logging
 import os
 import socket
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,13 +31,13 @@ import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
 
 from pas_core.stores import streams as stream_keys
 from pas_core.stores.events import GROUP
 
-from .fragments import fragments_for_events
+from .batches import Batch, Seen
 from .pacer import Pacer
+from .renderers import PageRenderer
 
 log = logging.getLogger(__name__)
 
@@ -49,61 +46,7 @@ READY_TIMEOUT_S = 5.0
 GAP_PAGE = 500  # Events read per query while filling a gap.
 LINGER_S = 1.0  # The subscription outlives the last stream by this much.
 QUEUE_MAX = 2000  # Batches a slow client may fall behind by before it is dropped.
-FRAGMENTS_MAX = 512  # Batches a page renderer remembers the answer for.
 BATCH_MAX = 200  # Events formatted in one turn of the loop (a storm takes several).
-
-
-def sse_message(data: str, *, event: str | None = None, event_id: int | None = None) -> str:
-    """Return one SSE message; every line of ``data`` gets its own ``data:`` field."""
-    lines = []
-    if event_id is not None:
-        lines.append(f"id: {event_id}")
-    if event:
-        lines.append("event: " + event.replace("\r", " ").replace("\n", " "))
-    lines += ["data: " + line for line in data.replace("\r\n", "\n").split("\n")]
-    return "\n".join(lines) + "\n\n"
-
-
-def event_json(event: dict[str, Any], *, replay: bool = False) -> str:
-    body = {k: v for k, v in event.items() if k != "type"}
-    if replay:
-        body["replay"] = True
-    return json.dumps(body, cls=DjangoJSONEncoder, separators=(",", ":"))
-
-
-def events_text(events: list[dict[str, Any]], *, replay: bool = False) -> str:
-    """Return the JSON messages of ``events``, in order."""
-    return "".join(
-        sse_message(event_json(e, replay=replay), event=e["event_type"], event_id=e["id"])
-        for e in events
-    )
-
-
-def triggers_text(events: list[dict[str, Any]]) -> str:
-    """Return the ``run`` / ``run-<id>`` messages the run pages refresh on."""
-    out = []
-    for e in events:
-        if e.get("run_id"):
-            out.append(sse_message(e["run_id"], event="run"))
-            out.append(sse_message(e["event_type"], event=f"run-{e['run_id']}"))
-    return "".join(out)
-
-
-_batch_ids = itertools.count(1)
-
-
-@dataclass
-class Batch:
-    """Events handed to every stream together, formatted once."""
-
-    events: list[dict[str, Any]]
-    replay: bool = False
-    id: int = field(default_factory=lambda: next(_batch_ids))
-
-    def __post_init__(self) -> None:
-        self.ids = [e["id"] for e in self.events]
-        self.text = events_text(self.events, replay=self.replay)
-        self.triggers = triggers_text(self.events)
 
 
 @dataclass(eq=False)
@@ -113,55 +56,13 @@ class Listener:
         default_factory=lambda: asyncio.Queue(maxsize=QUEUE_MAX)
     )
     dropped: bool = False
+    seen: Seen = field(default_factory=Seen)
     # Set once the stream is live and its queue empty: the hub then writes each batch
-    # (None: a keep-alive) to it itself, in its own task, instead of waking the
-    # stream's task for every batch (with 100 streams that wake-up and the generators it
-    # resumes were most of a write's cost to the loop). ``direct`` writes the batch's
-    # events the stream has not sent yet and says whether there were any; ``write``
-    # writes text (a page's HTML, the run pages' triggers).
-    direct: Callable[[Batch | None], Awaitable[bool]] | None = None
+    # (its events the stream has not sent, a keep-alive, its page's HTML) through it
+    # itself, instead of waking the stream's task for every batch (with 100 streams that
+    # wake-up and the generators it resumes were most of a write's cost to the loop).
     write: Callable[[str], Awaitable[None]] | None = None
-    last_html: str | None = None  # A merged rendering goes out once.
-
-
-class PageRenderer:
-    """Render one page kind's fragments, one rendering at a time, merging what waits."""
-
-    def __init__(self, page: str) -> None:
-        self.page = page
-        self.render = sync_to_async(fragments_for_events, thread_sensitive=False)
-        self.futures: OrderedDict[int, asyncio.Future[str]] = OrderedDict()
-        self.waiting: list[tuple[Batch, asyncio.Future[str]]] = []
-        self.busy = False
-
-    def html_for(self, batch: Batch) -> asyncio.Future[str]:
-        future = self.futures.get(batch.id)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self.futures[batch.id] = future
-            while len(self.futures) > FRAGMENTS_MAX:
-                self.futures.popitem(last=False)
-            self.waiting.append((batch, future))
-            if not self.busy:
-                self.busy = True
-                asyncio.get_running_loop().create_task(self._work())
-        return future
-
-    async def _work(self) -> None:
-        try:
-            while self.waiting:
-                group, self.waiting = self.waiting, []
-                events = [event for batch, _ in group for event in batch.events]
-                try:
-                    html = await self.render(events, page=self.page)
-                except Exception:  # noqa: BLE001 - the JSON already went out
-                    log.warning("could not render %s fragments", self.page, exc_info=True)
-                    html = ""
-                for _, future in group:
-                    if not future.done():
-                        future.set_result(html)
-        finally:
-            self.busy = False
+    sent_html: str | None = None  # The page's last rendering this stream was sent.
 
 
 class Hub:
@@ -348,44 +249,47 @@ class Hub:
         await self._count()
 
     async def _send(self, item: Batch | None) -> None:
-        """Hand ``item`` to every stream: into the queues first, then written to the
-        streams the hub writes itself, each within the pacer's budget for a turn; their
+        """Hand ``item`` to every stream: into the queues of those not live yet, then
+        written to the others, each write within the pacer's budget for a turn; their
         pages' HTML is asked for first and written when ready (``_write_pages``)."""
-        direct = []
+        written = []
         for listener in list(self.listeners):
-            if listener.direct is None:
+            if listener.write is None:
                 self._put(listener, item)
             else:
-                direct.append((listener, listener.direct))
+                written.append(listener)
+        if item is None:
+            for listener in written:
+                await self._write(listener, ": keep-alive\n\n")
+            return
         pages: dict[str, list[Listener]] = {}
-        if item is not None:
-            for page in {listener.page for listener, _ in direct if listener.page}:
-                self.request(item, page)  # Rendering while the events go out.
-                pages[page] = []
-        for listener, write in direct:
-            fresh = await self._write(listener, write, item)
-            if fresh and listener.page:
+        for page in {listener.page for listener in written if listener.page}:
+            self.request(item, page)  # Rendering while the events go out.
+            pages[page] = []
+        for listener in written:
+            text = item.fresh_text(listener.seen)
+            if text and await self._write(listener, text) and listener.page:
                 pages[listener.page].append(listener)
         for page, listeners in pages.items():
-            if item is not None and listeners:
+            if listeners:
                 self._page_queue(page).put_nowait((item, listeners))
 
-    async def _write(
-        self, listener: Listener, write: Callable[[Any], Awaitable[Any]], what: Any
-    ) -> Any:
-        """Write to a stream within the pacer's budget; drop it if the write fails."""
+    async def _write(self, listener: Listener, text: str) -> bool:
+        """Write to a stream within the pacer's budget; drop it if the write fails.
+        Return whether the text was written."""
         await self.pacer.turn()
-        if listener not in self.listeners:  # It left while others were written.
-            return None
+        if listener.write is None or listener not in self.listeners:  # It left meanwhile.
+            return False
         started = time.perf_counter()
         try:
-            return await write(what)
+            await listener.write(text)
+            return True
         except Exception:  # noqa: BLE001 - one stream's failure is not the others'
             log.warning("could not write to an event stream; dropping it", exc_info=True)
             self._drop(listener)
             with contextlib.suppress(asyncio.QueueFull):
                 listener.queue.put_nowait(None)  # Wakes its task, which then ends.
-            return None
+            return False
         finally:
             self.pacer.spend(time.perf_counter() - started)
 
@@ -405,14 +309,11 @@ class Hub:
         while True:
             batch, listeners = await queue.get()
             html = await self.fragments_for(batch, page)
-            message = sse_message(html, event="hmi", event_id=batch.ids[-1]) if html else ""
             for listener in listeners:
-                text = batch.triggers
-                if html and html is not listener.last_html:
-                    text = message + text
-                    listener.last_html = html
-                if text and listener.write is not None:
-                    await self._write(listener, listener.write, text)
+                text = batch.page_text(html, listener.sent_html)
+                listener.sent_html = html or listener.sent_html
+                if text:
+                    await self._write(listener, text)
 
     def _put(self, listener: Listener, item: Batch | None) -> None:
         try:

@@ -32,7 +32,6 @@ import contextlib
 import logging
 import re
 import time
-from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from importlib import import_module
@@ -52,7 +51,8 @@ from pas_core.auth import bearer, token_check
 from pas_core.models import Event
 from pas_core.stores.events import event_as_dict
 
-from .hub import Batch, Hub, Listener, event_json, hub, sse_message
+from .batches import Batch, Seen, event_json, sse_message
+from .hub import Hub, Listener, hub
 from .pacer import Pacer
 
 __all__ = ["event_json", "event_stream", "sse_message", "stream_front"]
@@ -61,7 +61,6 @@ log = logging.getLogger(__name__)
 
 RETRY_MS = 2000
 REPLAY_BATCH = 500
-SEEN_MAX = 5000  # Ids remembered for de-duplication between replay and live.
 PAGE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 STREAM_PATH = "/events/stream"
 
@@ -123,22 +122,7 @@ def _hub() -> Hub:
     return hub(_events_after, _latest_id)
 
 
-class _Seen:
-    """The ids a stream sent, so an event replayed and received live goes out once."""
-
-    def __init__(self) -> None:
-        self.ids: OrderedDict[int, None] = OrderedDict()
-
-    def fresh(self, event_id: int) -> bool:
-        if event_id in self.ids:
-            return False
-        self.ids[event_id] = None
-        if len(self.ids) > SEEN_MAX:
-            self.ids.popitem(last=False)
-        return True
-
-
-async def _replay(after: int, seen: _Seen, page: str) -> AsyncIterator[str]:
+async def _replay(after: int, seen: Seen, page: str) -> AsyncIterator[str]:
     """Yield everything after the client's last id, in order, in batches; then one refresh."""
     fetch = sync_to_async(_events_after, thread_sensitive=False)
     last: Batch | None = None
@@ -164,14 +148,6 @@ def _drain(listener: Listener) -> list[Batch | None]:
     return out
 
 
-def _fresh_text(batch: Batch, seen: _Seen) -> str:
-    """Return the batch's events this stream has not sent yet, as SSE messages."""
-    fresh = [e for e in batch.events if seen.fresh(e["id"])]
-    if not fresh:
-        return ""
-    return batch.text if len(fresh) == len(batch.events) else Batch(fresh, replay=batch.replay).text
-
-
 async def _paced(chunks: AsyncGenerator[str, None], pacer: Pacer) -> AsyncGenerator[str, None]:
     """Yield ``chunks``, each written within the process's per-turn budget (``Pacer``)."""
     try:
@@ -195,32 +171,21 @@ async def _stream(
     only waits for the stream's end."""
     the_hub = _hub()
     listener: Listener = await the_hub.join(page)
-    seen = _Seen()
-
-    async def direct(item: Batch | None) -> bool:
-        """Write a batch's events not sent yet (or a keep-alive); whether there were any."""
-        text = ": keep-alive\n\n" if item is None else _fresh_text(item, seen)
-        if text and write is not None:
-            await write(text)
-        return bool(text) and item is not None
-
     try:
         yield f"retry: {RETRY_MS}\n\n"
         if after is not None:
-            async for chunk in _replay(after, seen, page):
+            async for chunk in _replay(after, listener.seen, page):
                 yield chunk
         # From here on every event arrives live: a client (or a test) may rely on it.
         yield ": live\n\n"
-        sent_html: str | None = None
         while not listener.dropped:
             if write is not None and listener.queue.empty():
                 # Nothing left to write in order before the hub's next batch: from now
                 # on the hub writes to this stream itself, and the queue stays empty
                 # (unless a write fails: the hub drops the stream and wakes us).
-                listener.write, listener.last_html = write, sent_html
-                listener.direct = direct
+                listener.write = write
             first = await listener.queue.get()
-            if listener.direct is not None:
+            if listener.write is not None:
                 break  # The hub dropped the stream (a write failed).
             # Everything that queued up while this stream waited goes out together, its
             # events first: no stream waits for HTML to get its JSON.
@@ -228,7 +193,7 @@ async def _stream(
             if None in batches:
                 yield ": keep-alive\n\n"
             live = [b for b in batches if b is not None]
-            text = "".join(_fresh_text(b, seen) for b in live)
+            text = "".join(b.fresh_text(listener.seen) for b in live)
             if not text:
                 continue
             yield text
@@ -238,15 +203,13 @@ async def _stream(
                 the_hub.request(batch, page)  # All asked before one is awaited: merged.
             # The HTML and the run pages' triggers go out in one write: each write costs
             # the process's event loop a pass through the response and a socket write.
-            after_json = []
+            tail = []
             for batch in live:
                 html = await the_hub.fragments_for(batch, page)
-                if html and html is not sent_html:  # A merged rendering goes out once.
-                    after_json.append(sse_message(html, event="hmi", event_id=batch.ids[-1]))
-                    sent_html = html
-            after_json += [b.triggers for b in live]
-            if tail := "".join(after_json):
-                yield tail
+                tail.append(batch.page_text(html, listener.sent_html))
+                listener.sent_html = html or listener.sent_html
+            if text := "".join(tail):
+                yield text
     finally:
         # The client left: Django cancels the response task on http.disconnect, which
         # raises CancelledError here (or GeneratorExit when the generator is closed).
@@ -311,7 +274,7 @@ def stream_front(app: Any) -> Any:
     """Serve ``GET /events/stream`` in front of Django; pass everything else to ``app``.
 
     A stream's writes skip Django's streaming response: each chunk is one ``send``
-    (once live, the hub writes them itself: ``Listener.direct``), where Django's response
+    (once live, the hub writes them itself: ``Listener.write``), where Django's response
     took a pass through its own iterators and a per-chunk split, on the event loop that
     serves every stream and the heartbeat route. With 500 streams and 10 events a second
     Daphne was busy 93 % of its core, 62-65 % without those passes. Authentication is

@@ -494,34 +494,36 @@ def test_the_hub_fills_a_gap_inside_a_batch_from_the_database() -> None:
 
 
 def test_the_hub_writes_a_stream_of_events_itself_and_drops_one_whose_write_fails() -> None:
-    from hmi.hub import Batch, Hub, Listener
+    from hmi.batches import Batch
+    from hmi.hub import Hub, Listener
 
-    async def send_two() -> tuple[list[Any], Listener, Listener, Listener, int]:
+    async def send_three() -> tuple[list[str], Listener, Listener, Listener, int]:
         hub = Hub(lambda after, limit, before: [], lambda: 0)
-        written: list[Any] = []
+        written: list[str] = []
         tries = 0
 
-        async def write(item: Batch | None) -> bool:
-            written.append(item.ids if item is not None else None)
-            return item is not None
+        async def write(text: str) -> None:
+            written.append(text)
 
-        async def broken(item: Batch | None) -> bool:
+        async def broken(text: str) -> None:
             nonlocal tries
             tries += 1
             raise OSError("the connection is gone")
 
         queued, direct, failing = Listener(""), Listener(""), Listener("")
-        direct.direct, failing.direct = write, broken
+        direct.write, failing.write = write, broken
+        direct.seen.fresh(2)  # Already sent (replayed): not written again.
         hub.listeners |= {queued, direct, failing}
         await hub._send(Batch([{"id": 1, "event_type": "x", "data": {}}]))
+        await hub._send(Batch([{"id": 2, "event_type": "x", "data": {}}]))
         await hub._send(None)  # A keep-alive.
         return written, queued, direct, failing, tries
 
-    written, queued, direct, failing, tries = asyncio.run(send_two())
-    assert written == [[1], None]
+    written, queued, direct, failing, tries = asyncio.run(send_three())
+    assert [text.split("\n")[0] for text in written] == ["id: 1", ": keep-alive"]
     assert direct.queue.empty()  # Written, not queued: its task was never woken.
     items = [queued.queue.get_nowait() for _ in range(queued.queue.qsize())]
-    assert [item.ids if item is not None else None for item in items] == [[1], None]
+    assert [item.ids if item is not None else None for item in items] == [[1], [2], None]
     # The failing stream: tried once, dropped, its task woken (one None) to end.
     assert failing.dropped and tries == 1
     assert failing.queue.qsize() == 1 and failing.queue.get_nowait() is None
