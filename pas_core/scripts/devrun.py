@@ -6,6 +6,7 @@ redis-server if we started one; Redis goes last so workers can finish their shut
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -13,8 +14,11 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from pas_core.scripts.redisctl import die_with_parent, ensure_redis, stop_private
 
@@ -90,18 +94,49 @@ def banner(port: int) -> str:
     )
 
 
-def announce_when_up(port: int, honcho: subprocess.Popen[bytes]) -> None:
-    """Print one line once the web process accepts connections (the logs bury the banner)."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and honcho.poll() is None:
+READY_WAIT_S = 120.0  # How long the banner waits for /health to say ok.
+
+
+def health_now(port: int) -> dict[str, Any] | None:
+    """Return the web process's ``/health`` document (ok or not), or None if it does not
+    answer yet."""
+    url = f"http://127.0.0.1:{port}/health"
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # Never a proxy.
+    try:
+        with direct.open(url, timeout=2.0) as resp:
+            doc = json.load(resp)
+    except urllib.error.HTTPError as exc:  # 503: up, but some part is not (yet).
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                pass
-        except OSError:
-            time.sleep(0.5)
-            continue
-        print(f"\n>>> PAS is up: http://127.0.0.1:{port}/  login {admin_line()}\n", flush=True)
-        return
+            doc = json.load(exc)
+        except ValueError:
+            return None
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def announce_when_up(
+    port: int, honcho: subprocess.Popen[bytes], wait_s: float = READY_WAIT_S
+) -> None:
+    """Print the banner once ``/health`` says ok: the web process answers, and the
+    database, Redis and a worker for each queue are up. After ``wait_s`` without that,
+    print it anyway with what ``/health`` still reports missing. Nothing if honcho ends
+    first (its output says why)."""
+    deadline = time.monotonic() + wait_s
+    while honcho.poll() is None:
+        doc = health_now(port)
+        if doc is not None and doc.get("status") == "ok":
+            print("\n" + banner(port) + "\n", flush=True)
+            return
+        if time.monotonic() > deadline:
+            if doc is None:
+                missing = [f"the web process does not answer on port {port}"]
+            else:
+                missing = [str(p) for p in doc.get("problems") or []] or [str(doc.get("status"))]
+            lines = "\n".join(f"  not ready: {m}" for m in missing)
+            print(f"\n{banner(port)}\n{lines}\n", flush=True)
+            return
+        time.sleep(0.5)
 
 
 LOCAL_MODEL = "local/smollm2-135m"
@@ -173,7 +208,11 @@ def main() -> int:
         if local_mode():
             procfile = local_setup(env)
             print(f"PAS: every agent on {LOCAL_MODEL}, served by `pas llm serve`", flush=True)
-        print(banner(port), flush=True)
+        print(
+            "PAS: starting web, workers and beat; the dashboard's address follows"
+            " once /health says they are up",
+            flush=True,
+        )
         status, asked = run_honcho(env, port, procfile)
         return 0 if asked else status
     except (Stop, KeyboardInterrupt):
