@@ -43,7 +43,9 @@ class Sandbox:
         self.prefix = f"pasbench-{os.getpid()}"
         self.env = {
             "DJANGO_SETTINGS_MODULE": "pas_core.settings",
-            "DATABASE_URL": f"sqlite:///{self.tmp / 'bench.sqlite3'}",
+            # PAS_BENCH_DATABASE_URL: an empty database to run on instead (PostgreSQL).
+            "DATABASE_URL": os.environ.get("PAS_BENCH_DATABASE_URL")
+            or f"sqlite:///{self.tmp / 'bench.sqlite3'}",
             "REDIS_URL": self.redis_url,
             "PAS_REDIS_PREFIX": self.prefix,
             "PAS_ARTIFACTS_DIR": str(self.tmp / "artifacts"),

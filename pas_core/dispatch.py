@@ -7,8 +7,10 @@ not be sent is re-sent by TRON's reconcile, which finds queued attempts nobody s
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from django.db import transaction
@@ -78,6 +80,39 @@ def attempts_send_on_commit(attempts: Sequence[tuple[int, str, float]]) -> None:
     if attempts:
         pairs = list(attempts)
         after_commit(lambda: attempts_send(pairs))
+
+
+_here = threading.local()  # ``next``: attempts this worker thread runs after its own.
+
+
+@contextlib.contextmanager
+def running_here() -> Iterator[list[tuple[int, str]]]:
+    """While a worker thread runs an attempt: the attempts ``attempts_run_here`` is
+    given (a parent's aggregate its end made ready) wait in the list this yields, to
+    run next on the same thread, instead of going through the broker and the queue
+    for a free thread. Whatever is still in the list when the block ends is sent."""
+    ahead: list[tuple[int, str]] = []
+    outer = getattr(_here, "next", None)
+    _here.next = ahead
+    try:
+        yield ahead
+    finally:
+        _here.next = outer
+        if ahead:
+            attempts_send([(pk, task_id, 0.0) for pk, task_id in ahead])
+
+
+def attempts_run_here(attempts: Sequence[tuple[int, str]]) -> None:
+    """Run ``(attempt id, task id)`` next on this worker thread once the transaction
+    commits (``running_here``); send them as usual outside a worker's attempt."""
+    if not attempts:
+        return
+    ahead = getattr(_here, "next", None)
+    pairs = list(attempts)
+    if ahead is None:
+        attempts_send_on_commit([(pk, task_id, 0.0) for pk, task_id in pairs])
+    else:
+        after_commit(lambda: ahead.extend(pairs))
 
 
 def failure_handle_send(attempt_id: int) -> None:

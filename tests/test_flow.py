@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from pas_core.models import Event, Job, Run
+from pas_core.models import Attempt, Event, Job, Run
 from pas_core.stores.comms import comms_path
 from tests.e2e import stack, wait_run
 
@@ -20,7 +20,7 @@ def test_a_directive_completes_with_a_lane_report_per_lane_and_artifacts(
     tree, proc_env, client, api_token
 ):
     auth = {"HTTP_AUTHORIZATION": f"Bearer {api_token}"}
-    with stack(proc_env(), beat=False):
+    with stack(proc_env(), beat=False) as running:
         answer = client.post(
             "/api/runs",
             {"title": "Add a health endpoint", "goal": "Add /health with tests and docs"},
@@ -30,8 +30,17 @@ def test_a_directive_completes_with_a_lane_report_per_lane_and_artifacts(
         assert answer.status_code == 202, answer.content
         assert answer.json()["status"] == "queued"
         run = wait_run(answer.json()["run_id"], timeout=90)
+        agents_log = running["agents"].log_text(tail=10_000_000)
 
     assert run.status == Run.Status.COMPLETED, run.message
+    # Each step's attempt came to the worker as a message; each aggregate ran on the
+    # thread whose attempt's end made it ready, with no message (dispatch.running_here).
+    attempts = Attempt.objects.filter(job__run=run)
+    assert not attempts.exclude(status="succeeded").exists()
+    for attempt in attempts:
+        received = f"attempt_execute[{attempt.celery_task_id}] received" in agents_log
+        assert received == (attempt.phase == Attempt.Phase.STEP), (attempt.pk, attempt.phase)
+    assert attempts.filter(phase=Attempt.Phase.AGGREGATE).count() >= 4
     detail = client.get(f"/api/runs/{run.run_id}", **auth).json()
     # The directive names code, tests and docs: the Code and Docs lanes, both completed.
     assert detail["lanes"] == {"Code": "completed", "Docs": "completed"}

@@ -105,8 +105,12 @@ def attempts_create(
         for attempt in sent:  # The callers' objects see what the rows now say.
             job = callers[attempt.job_id]
             job.current_attempt, job.status = attempt, Job.Status.QUEUED
+        # A parent's aggregate made ready in a worker's attempt runs next on its thread
+        # (no model call, short; its thread is free now): ``dispatch.running_here``.
+        here = [a for a in sent if a.phase == Attempt.Phase.AGGREGATE and not a.not_before]
+        dispatch.attempts_run_here([(a.pk, a.celery_task_id) for a in here])
         dispatch.attempts_send_on_commit(
-            [(a.pk, a.celery_task_id, delays.get(a.job_id, 0.0)) for a in sent]
+            [(a.pk, a.celery_task_id, delays.get(a.job_id, 0.0)) for a in sent if a not in here]
         )
     return sent
 

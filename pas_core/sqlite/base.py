@@ -14,6 +14,9 @@ SQLite, and waits in the busy handler only for the other processes. A wait for t
 lock is bounded by the connection's ``timeout`` (as SQLite's own is) and then fails as
 SQLite would: ``OperationalError: database is locked``.
 
+A statement's conversion from Django's ``%s`` placeholders to SQLite's ``?`` (a regular
+expression over the whole SQL text, at every execute) is remembered per SQL text.
+
 Closed connections are kept for the process's next opening (up to ``POOL_MAX``), since
 opening one costs about a millisecond of CPU (the driver, forty functions registered,
 three PRAGMAs) and an agent step opens two (its work, then again after the model call:
@@ -64,6 +67,24 @@ def pool_clear() -> None:
 
 os.register_at_fork(after_in_child=_writers_reset)
 
+QMARK_MAX = 512  # SQL texts whose qmark form is remembered (then forgotten all at once).
+_QMARK: dict[str, str] = {}
+
+
+class CursorWrapper(base.SQLiteCursorWrapper):
+    """Django's SQLite cursor, converting each SQL text to qmark style once."""
+
+    def convert_query(self, query: str, *, param_names: list[str] | None = None) -> str:
+        if param_names is not None:
+            return str(super().convert_query(query, param_names=param_names))  # type: ignore[misc]  # Not in the stubs.
+        converted = _QMARK.get(query)
+        if converted is None:
+            converted = str(super().convert_query(query))  # type: ignore[misc]  # Not in the stubs.
+            if len(_QMARK) >= QMARK_MAX:
+                _QMARK.clear()
+            _QMARK[query] = converted
+        return converted
+
 
 class DatabaseWrapper(base.DatabaseWrapper):
     """SQLite's wrapper; a transaction holds the process's writer lock while it lasts."""
@@ -84,6 +105,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self.__dict__["_errors_occurred"] = value
         if value:
             self._tainted = True
+
+    def create_cursor(self, name: str | None = None) -> Any:
+        return self.connection.cursor(factory=CursorWrapper)
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         name = str(conn_params.get("database"))
