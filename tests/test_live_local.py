@@ -152,7 +152,11 @@ def test_a_frozen_server_is_a_real_hang_recovered_on_another_server(
         first.thaw()  # Its late output, if any, reaches nobody.
         time.sleep(3)
 
-    assert run.status == Run.Status.COMPLETED, run.message
+    # The run completes, or fails only on what the 135M model wrote (a lane's check PAS
+    # cannot run, files its acceptance rejects): what is tested here is the recovery.
+    assert run.status == Run.Status.COMPLETED or _only_acceptance(run), (
+        f"{run.message}; {_troubles(run)}"
+    )
     job = Job.objects.get(pk=hung.job_id)
     steps = list(job.attempts.filter(phase="step").order_by("number"))
     # The hung attempt and its restart (the server still frozen) timed out...
