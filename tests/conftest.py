@@ -219,6 +219,27 @@ def api_token(db: None) -> str:
     return raw
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """pytest-django's test database; on PostgreSQL, sessions a test left connected to
+    it (a thread's connection, a child process slow to exit) are ended before it is
+    dropped, so that no test database is left behind on the server."""
+    yield
+    from django.db import DatabaseError, connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock():
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+        except DatabaseError:
+            pass  # Django's teardown says so if the database cannot be dropped.
+
+
 @pytest.fixture
 def proc_env(django_db_setup: None, settings: Any) -> Callable[..., dict[str, str]]:
     """Return ``make(**extra)``: the environment for a child process of this test.
